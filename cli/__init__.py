@@ -1,0 +1,57 @@
+"""The ``handson`` command line: thin commands over ``db``, ``pipelines`` and ``workers``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from cli import db_commands, demo, jobs, projects, serve
+from settings import SettingsError, from_env
+
+#: Exit codes.
+RET_OK, RET_FAILED, RET_USAGE = 0, 1, 2
+
+HELP_EPILOG = """\b
+Examples:
+  handson demo                            run the 62-task sample, embedded
+  handson import project.json             store a project from a JSON file
+  handson enqueue 1 --batch-size 5 --wait start a job and follow it live
+  handson status 7 --follow               show a job, then follow it
+  handson db upgrade                      apply database migrations
+"""
+
+
+@click.group(epilog=HELP_EPILOG)
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Generate AI-written hands-on guides for every task of a project."""
+    if ctx.obj is None:
+        try:
+            ctx.obj = from_env()
+        except SettingsError as error:
+            raise click.UsageError(str(error)) from None
+    logging.basicConfig(
+        level=ctx.obj.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+for command in (
+    db_commands.db,
+    projects.import_command,
+    jobs.enqueue_command,
+    jobs.status_command,
+    demo.demo_command,
+    serve.serve_command,
+):
+    cli.add_command(command)
+
+
+def main() -> int:
+    """Run the command line; return its exit code."""
+    return cli.main(prog_name="handson", standalone_mode=True) or RET_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""``handson enqueue`` and ``handson status``: start a job, show it, follow it live."""
+
+from __future__ import annotations
+
+import click
+
+import pipelines
+from cli import render
+from cli.context import open_database, open_workers, pass_settings
+from settings import Settings
+
+#: Exit code of a job that did not end ``succeeded``.
+RET_JOB_NOT_SUCCEEDED = 1
+
+EMBEDDED_NOTE = (
+    "Embedded mode (no REDIS_URL): there is no broker shared between processes, so this"
+    " command runs the job's workers in its own process until the job ends."
+)
+
+
+def follow_job(job_id: int) -> int:
+    """Render the job's progress from pushed events until it ends; return an exit code."""
+    from db import jobs, listen
+
+    job = jobs.snapshot(job_id)
+    if job["finished_at"] is None:
+        render.follow(job, listen.watch(job_id, after_seq=job["event_seq"]))
+        job = jobs.snapshot(job_id)
+    click.echo(render.summary(job))
+    return 0 if job["status"] == "succeeded" else RET_JOB_NOT_SUCCEEDED
+
+
+def submit(settings: Settings, project_id: int, batch_size: int | None) -> int:
+    """Submit a job, turning bad input into usage errors; return the job id."""
+    from db import jobs
+
+    try:
+        return pipelines.submit_job(
+            project_id,
+            batch_size=settings.BATCH_SIZE if batch_size is None else batch_size,
+            max_batch_size=settings.MAX_BATCH_SIZE,
+            max_tasks=settings.MAX_TASKS,
+        )
+    except jobs.NotFoundError as error:
+        raise click.BadParameter(str(error), param_hint="PROJECT_ID") from None
+    except pipelines.BatchSizeError as error:
+        raise click.BadParameter(str(error), param_hint="--batch-size") from None
+    except pipelines.PlanError as error:
+        raise click.ClickException(f"the project cannot be planned: {error}") from None
+
+
+def run_embedded(settings: Settings, project_id: int, batch_size: int | None) -> int:
+    """Run a job to its end on worker threads of this process; return an exit code."""
+    from workers.embedded import EmbeddedWorker
+
+    broker = open_workers(settings)
+    click.echo(EMBEDDED_NOTE)
+    with EmbeddedWorker(broker, threads=settings.EMBEDDED_WORKER_THREADS):
+        job_id = submit(settings, project_id, batch_size)
+        click.echo(f"Started job {job_id}.")
+        return follow_job(job_id)
+
+
+@click.command("enqueue")
+@click.argument("project_id", type=int)
+@click.option(
+    "--batch-size", type=int, default=None, help="Tasks per batch [default: BATCH_SIZE, 5]."
+)
+@click.option("--wait", is_flag=True, help="Follow the job's progress live until it ends.")
+@pass_settings
+def enqueue_command(
+    settings: Settings, project_id: int, batch_size: int | None, wait: bool
+) -> None:
+    """Start a generation job for PROJECT_ID: one hands-on guide per task.
+
+    With --wait, progress is drawn from events pushed as they happen, and the exit code
+    is 0 when the job succeeded, 1 otherwise. In the embedded mode the job always runs
+    in this process until it ends.
+    """
+    if settings.embedded:
+        raise SystemExit(run_embedded(settings, project_id, batch_size))
+    open_workers(settings)
+    job_id = submit(settings, project_id, batch_size)
+    click.echo(f"Enqueued job {job_id}.")
+    if wait:
+        raise SystemExit(follow_job(job_id))
+
+
+@click.command("status")
+@click.argument("job_id", type=int)
+@click.option("--follow", is_flag=True, help="Follow the job live until it ends.")
+@pass_settings
+def status_command(settings: Settings, job_id: int, follow: bool) -> None:
+    """Show JOB_ID's status, counters and failed tasks (exit 1 when it ended badly)."""
+    from db import jobs
+
+    open_database(settings)
+    try:
+        job = jobs.snapshot(job_id)
+    except jobs.NotFoundError as error:
+        raise click.BadParameter(str(error), param_hint="JOB_ID") from None
+    if follow:
+        raise SystemExit(follow_job(job_id))
+    click.echo(render.summary(job))
+    for batch in job["batches"]:
+        click.echo(
+            f"  batch {batch['index']:>3} {batch['mode']:<8} {batch['status']:<9}"
+            f" {batch['done']}/{batch['total']}"
+        )
+    if job["status"] in {"failed", "partial", "cancelled"}:
+        raise SystemExit(RET_JOB_NOT_SUCCEEDED)

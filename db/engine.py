@@ -1,0 +1,90 @@
+"""Engine and session factory: created unbound, bound by ``configure(url)``.
+
+Web, workers, CLI and tests all call :func:`configure` once with the URL from their
+settings; everything else opens short transactions with :func:`session_scope`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event, orm
+
+#: The session factory; unbound until :func:`configure` is called.
+Session = orm.sessionmaker(expire_on_commit=False)
+
+_engine: sa.Engine | None = None
+
+
+class NotConfiguredError(RuntimeError):
+    """Raised when the database is used before ``db.configure(url)`` was called."""
+
+
+def _prepare_sqlite(engine: sa.Engine) -> None:
+    """Make SQLite behave under concurrent worker threads.
+
+    pysqlite's own transaction handling defers BEGIN and then fails with "database is
+    locked" when two readers upgrade to writers; we emit ``BEGIN IMMEDIATE`` ourselves
+    so writers queue on the busy timeout instead (SQLAlchemy's documented recipe).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine(url: str) -> sa.Engine:
+    """Create an engine for ``url`` with the settings this project relies on."""
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        _prepare_sqlite(engine)
+        return engine
+    # pre_ping: a connection dropped by a database restart is replaced, not reused.
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def configure(url: str) -> sa.Engine:
+    """Bind the session factory to a new engine for ``url`` and return the engine."""
+    global _engine
+    if _engine is not None:
+        if _engine.url.render_as_string(hide_password=False) == url:
+            return _engine
+        _engine.dispose()
+    _engine = create_engine(url)
+    Session.configure(bind=_engine)
+    return _engine
+
+
+def get_engine() -> sa.Engine:
+    """Return the configured engine.
+
+    Raises:
+      NotConfiguredError: when :func:`configure` has not been called.
+    """
+    if _engine is None:
+        raise NotConfiguredError(NotConfiguredError.__doc__)
+    return _engine
+
+
+@contextlib.contextmanager
+def session_scope() -> Iterator[orm.Session]:
+    """Open a session in a transaction: committed on success, rolled back on error."""
+    get_engine()
+    with Session() as session, session.begin():
+        yield session

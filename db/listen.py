@@ -1,0 +1,149 @@
+"""Learn of new job events by being told: one listener per process, fanned out to watchers.
+
+Sources: the in-process signal sent after every commit in this process (embedded mode,
+same-process writers) and, on PostgreSQL, ``LISTEN`` on :data:`db.notify.CHANNEL` for
+commits in other processes. Watchers block on a queue; nobody polls.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from db import events, notify
+from db.engine import get_engine, session_scope
+
+logger = logging.getLogger(__name__)
+
+#: Event types after which a job has no more events.
+FINAL_EVENTS = frozenset({"job_finished", "job_cancelled"})
+
+
+class EventHub:
+    """Fans out "job N has new events" wake-ups to the queues of its subscribers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: dict[int, set[queue.SimpleQueue[int]]] = collections.defaultdict(set)
+        self._stop = threading.Event()
+        self._pg_thread: threading.Thread | None = None
+        notify.job_event.connect(self._on_local_event, weak=False)
+
+    def subscribe(self, job_id: int) -> queue.SimpleQueue[int]:
+        """Return a queue that receives the job's newest seq whenever it has new events."""
+        self._ensure_pg_listener()
+        wakeups: queue.SimpleQueue[int] = queue.SimpleQueue()
+        with self._lock:
+            self._subscribers[job_id].add(wakeups)
+        return wakeups
+
+    def unsubscribe(self, job_id: int, wakeups: queue.SimpleQueue[int]) -> None:
+        """Stop sending wake-ups to ``wakeups``."""
+        with self._lock:
+            self._subscribers[job_id].discard(wakeups)
+            if not self._subscribers[job_id]:
+                del self._subscribers[job_id]
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._stop.set()
+        notify.job_event.disconnect(self._on_local_event)
+
+    def wake(self, job_id: int, seq: int) -> None:
+        """Wake every subscriber of ``job_id``."""
+        with self._lock:
+            targets = list(self._subscribers.get(job_id, ()))
+        for wakeups in targets:
+            wakeups.put(seq)
+
+    def wake_all(self) -> None:
+        """Wake every subscriber (after a reconnect, when notifications may have been lost)."""
+        with self._lock:
+            job_ids = list(self._subscribers)
+        for job_id in job_ids:
+            self.wake(job_id, -1)
+
+    def _on_local_event(self, _sender: Any, *, job_id: int, seq: int) -> None:
+        self.wake(job_id, seq)
+
+    def _ensure_pg_listener(self) -> None:
+        engine = get_engine()
+        if engine.dialect.name != "postgresql":
+            return
+        with self._lock:
+            if self._pg_thread is None:
+                url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+                self._pg_thread = threading.Thread(
+                    target=self._listen_pg, args=(url,), name="handson-listen", daemon=True
+                )
+                self._pg_thread.start()
+
+    def _listen_pg(self, conninfo: str) -> None:
+        import psycopg
+
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as connection:
+                    connection.execute(f"LISTEN {notify.CHANNEL}")
+                    self.wake_all()  # anything committed while we were not listening
+                    # The timeout only lets close() end this thread; no state is read here.
+                    while not self._stop.is_set():
+                        for note in connection.notifies(timeout=5.0):
+                            job_id, _, seq = note.payload.partition(":")
+                            self.wake(int(job_id), int(seq))
+            except psycopg.OperationalError:
+                logger.warning("Lost the PostgreSQL event listener; reconnecting.", exc_info=True)
+                self._stop.wait(1.0)
+
+
+_hub: EventHub | None = None
+_hub_lock = threading.Lock()
+
+
+def get_hub() -> EventHub:
+    """Return this process's event hub, created on first use."""
+    global _hub
+    with _hub_lock:
+        if _hub is None:
+            _hub = EventHub()
+        return _hub
+
+
+def _drain(wakeups: queue.SimpleQueue[int]) -> None:
+    while not wakeups.empty():
+        wakeups.get_nowait()
+
+
+def event_data(event: Any) -> dict[str, Any]:
+    """Return an event row as plain data."""
+    return {"seq": event.seq, "type": event.type, "payload": event.payload}
+
+
+def watch(
+    job_id: int, after_seq: int = 0, *, hub: EventHub | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield the job's events after ``after_seq`` in order, waiting for new ones until it ends.
+
+    Between batches of events this blocks on a wake-up from the hub: no sleeping, no
+    re-reading state on a timer.
+    """
+    hub = hub or get_hub()
+    wakeups = hub.subscribe(job_id)  # before the first read, so nothing slips between
+    try:
+        while True:
+            with session_scope() as session:
+                new = [event_data(e) for e in events.since(session, job_id, after_seq)]
+            for event in new:
+                after_seq = event["seq"]
+                yield event
+                if event["type"] in FINAL_EVENTS:
+                    return
+            if not new:
+                wakeups.get()
+                _drain(wakeups)  # one read covers every wake-up queued so far
+    finally:
+        hub.unsubscribe(job_id, wakeups)

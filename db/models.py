@@ -1,0 +1,254 @@
+"""SQLAlchemy 2.0 typed models: projects, tasks, guides, jobs, batches, task runs, events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    """Return the current time in UTC (timezone-aware)."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[dt.datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops zones)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+        return value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value
+
+
+class Base(orm.DeclarativeBase):
+    """Declarative base with a naming convention, so migrations name constraints stably."""
+
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {dt.datetime: UTCDateTime()}
+
+
+class JobStatus(enum.StrEnum):
+    """Life cycle of a generation job."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class BatchMode(enum.StrEnum):
+    """How a batch's tasks run: independently (group) or each fed the previous (pipeline)."""
+
+    GROUP = "group"
+    PIPELINE = "pipeline"
+
+
+class BatchStatus(enum.StrEnum):
+    """Life cycle of a batch."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class RunStatus(enum.StrEnum):
+    """Life cycle of one task's run within a job."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+#: Run states that still await an outcome.
+UNFINISHED_RUN_STATES = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+task_dependencies = sa.Table(
+    "task_dependencies",
+    Base.metadata,
+    sa.Column("task_id", sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("depends_on_id", sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Project(Base):
+    """A project: a named list of tasks."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    tasks: Mapped[list[Task]] = orm.relationship(
+        back_populates="project", order_by="Task.position", cascade="all, delete-orphan"
+    )
+
+
+class Task(Base):
+    """One task of a project; may depend on other tasks of the same project."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (sa.UniqueConstraint("project_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(sa.String(100))
+    position: Mapped[int]
+    title: Mapped[str] = mapped_column(sa.String(300))
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+
+    project: Mapped[Project] = orm.relationship(back_populates="tasks")
+    depends_on: Mapped[list[Task]] = orm.relationship(
+        secondary=task_dependencies,
+        primaryjoin=lambda: Task.id == task_dependencies.c.task_id,
+        secondaryjoin=lambda: Task.id == task_dependencies.c.depends_on_id,
+        order_by=lambda: Task.position,
+    )
+    hands_on: Mapped[HandsOn | None] = orm.relationship(
+        back_populates="task", cascade="all, delete-orphan"
+    )
+
+
+class HandsOn(Base):
+    """The generated hands-on guide of a task (one per task, replaced on regeneration)."""
+
+    __tablename__ = "hands_on"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"), unique=True)
+    job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
+    markdown: Mapped[str] = mapped_column(sa.Text)
+    generator: Mapped[str] = mapped_column(sa.String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    task: Mapped[Task] = orm.relationship(back_populates="hands_on")
+
+
+class Job(Base):
+    """A generation job: one guide per task of a project, run as ordered batches."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (sa.Index("ix_jobs_project_id", "project_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(sa.String(16), default=JobStatus.RUNNING)
+    batch_size: Mapped[int]
+    max_retries: Mapped[int | None]
+    total_tasks: Mapped[int]
+    total_batches: Mapped[int]
+    done_tasks: Mapped[int] = mapped_column(default=0)
+    succeeded_tasks: Mapped[int] = mapped_column(default=0)
+    failed_tasks: Mapped[int] = mapped_column(default=0)
+    skipped_tasks: Mapped[int] = mapped_column(default=0)
+    cancelled_tasks: Mapped[int] = mapped_column(default=0)
+    completed_batches: Mapped[int] = mapped_column(default=0)
+    #: Index of the batch running now (the origin's ``current_processing``).
+    current_batch: Mapped[int | None]
+    #: Sequence number of the job's last event; bumped under the job's row lock.
+    event_seq: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None]
+
+    project: Mapped[Project] = orm.relationship()
+    batches: Mapped[list[Batch]] = orm.relationship(
+        back_populates="job", order_by="Batch.index", cascade="all, delete-orphan"
+    )
+
+
+class Batch(Base):
+    """One batch of a job, dispatched as a Dramatiq group or pipeline."""
+
+    __tablename__ = "batches"
+    __table_args__ = (sa.UniqueConstraint("job_id", "index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    index: Mapped[int]
+    mode: Mapped[str] = mapped_column(sa.String(16))
+    status: Mapped[str] = mapped_column(sa.String(16), default=BatchStatus.PENDING)
+    total: Mapped[int]
+    done: Mapped[int] = mapped_column(default=0)
+    succeeded: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)
+    cancelled: Mapped[int] = mapped_column(default=0)
+    #: How many times the batch's messages were sent (1 unless repaired).
+    dispatches: Mapped[int] = mapped_column(default=0)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+
+    job: Mapped[Job] = orm.relationship(back_populates="batches")
+    runs: Mapped[list[TaskRun]] = orm.relationship(
+        back_populates="batch", order_by="TaskRun.position"
+    )
+
+
+class TaskRun(Base):
+    """One task's run within a job: its state, attempts, error and timings."""
+
+    __tablename__ = "task_runs"
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "task_id"),
+        sa.Index("ix_task_runs_batch_position", "batch_id", "position"),
+        sa.Index("ix_task_runs_task_id", "task_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("batches.id", ondelete="CASCADE"))
+    task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"))
+    #: Place within the batch (a pipeline's step number).
+    position: Mapped[int]
+    status: Mapped[str] = mapped_column(sa.String(16), default=RunStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+
+    job: Mapped[Job] = orm.relationship()
+    batch: Mapped[Batch] = orm.relationship(back_populates="runs")
+    task: Mapped[Task] = orm.relationship()
+
+
+class Event(Base):
+    """A state change of a job, numbered per job in commit order (``seq``)."""
+
+    __tablename__ = "events"
+    __table_args__ = (sa.UniqueConstraint("job_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    seq: Mapped[int]
+    type: Mapped[str] = mapped_column(sa.String(40))
+    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,50 @@
+"""Tell watchers that a job has new events: told, never asked.
+
+Writers call :func:`publish` inside their transaction. On PostgreSQL that is a
+``pg_notify`` (delivered to every listening process at commit, dropped on rollback); in
+every database it also queues an in-process signal sent right after commit, which is
+how the embedded mode (one process) and same-process watchers learn of events.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from blinker import Namespace
+from sqlalchemy import event, orm
+
+from db.engine import Session
+
+logger = logging.getLogger(__name__)
+
+#: PostgreSQL channel carrying ``"<job_id>:<seq>"`` payloads.
+CHANNEL = "handson_events"
+
+_signals = Namespace()
+#: Sent after commit with ``job_id`` and ``seq`` (the job's newest event).
+job_event = _signals.signal("job-event")
+
+_PENDING = "handson_pending_notifications"
+
+
+def publish(session: orm.Session, job_id: int, seq: int) -> None:
+    """On commit of ``session``'s transaction, announce that ``job_id`` has events to ``seq``."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(sa.func.pg_notify(CHANNEL, f"{job_id}:{seq}")))
+    session.info.setdefault(_PENDING, {})[job_id] = seq
+
+
+@event.listens_for(Session, "after_commit")
+def _send_after_commit(session: orm.Session) -> None:
+    for job_id, seq in session.info.pop(_PENDING, {}).items():
+        # A failing observer is logged by blinker's caller here; it never breaks the writer.
+        try:
+            job_event.send(None, job_id=job_id, seq=seq)
+        except Exception:
+            logger.exception("A job-event observer failed for job %s.", job_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_rollback(session: orm.Session) -> None:
+    session.info.pop(_PENDING, None)

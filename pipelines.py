@@ -1,0 +1,266 @@
+"""Plan a job (task graph -> ordered batches) and dispatch a batch as a group or pipeline.
+
+Planning is pure: :func:`validate_graph` and :func:`plan_batches` take plain task nodes
+and return plain data, so they are easy to test on random graphs. :func:`dispatch_batch`
+turns one stored batch into a real ``dramatiq.group`` or ``dramatiq.pipeline``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable, Sequence
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+GROUP = "group"
+PIPELINE = "pipeline"
+
+
+class PlanError(ValueError):
+    """Raised when a project cannot be planned; the message says what to fix."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        #: The input field at fault, when one is (``tasks[3].depends_on``).
+        self.field = field
+
+
+class EmptyProjectError(PlanError):
+    """Raised when a project has no task; add at least one task."""
+
+
+class TooManyTasksError(PlanError):
+    """Raised when a project has more tasks than allowed; split the project."""
+
+
+class DuplicateTaskError(PlanError):
+    """Raised when two tasks share a key; give each task its own key."""
+
+
+class UnknownDependencyError(PlanError):
+    """Raised when a task depends on a key that is not a task of the project."""
+
+
+class SelfDependencyError(PlanError):
+    """Raised when a task depends on itself; remove that dependency."""
+
+
+class CycleError(PlanError):
+    """Raised when dependencies form a cycle; break the cycle it names."""
+
+    def __init__(self, cycle: Sequence[Hashable]) -> None:
+        self.cycle = list(cycle)
+        path = " -> ".join(str(key) for key in [*self.cycle, self.cycle[0]])
+        super().__init__(f"dependencies form a cycle: {path}; remove one of these dependencies")
+
+
+class BatchSizeError(PlanError):
+    """Raised when a batch size is out of range."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskNode(Generic[K]):
+    """A task as the planner sees it: a key and the keys it depends on."""
+
+    key: K
+    depends_on: tuple[K, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedBatch(Generic[K]):
+    """One planned batch: its mode and its task keys in run order."""
+
+    mode: str
+    keys: tuple[K, ...]
+
+
+def check_batch_size(batch_size: int, *, maximum: int) -> None:
+    """Check that ``batch_size`` is between 1 and ``maximum``.
+
+    Raises:
+      BatchSizeError: when it is not.
+    """
+    if not 1 <= batch_size <= maximum:
+        raise BatchSizeError(f"batch size must be between 1 and {maximum}, got {batch_size}")
+
+
+def validate_graph(nodes: Sequence[TaskNode[K]], *, max_tasks: int) -> None:
+    """Check that ``nodes`` form a plannable dependency graph.
+
+    Raises:
+      PlanError: one of its subclasses, naming the task(s) at fault.
+    """
+    if not nodes:
+        raise EmptyProjectError("the project has no task; add at least one task")
+    if len(nodes) > max_tasks:
+        raise TooManyTasksError(
+            f"the project has {len(nodes)} tasks; at most {max_tasks} are allowed"
+        )
+    keys: set[K] = set()
+    for node in nodes:
+        if node.key in keys:
+            raise DuplicateTaskError(f"task {node.key!r} appears twice; task keys must be unique")
+        keys.add(node.key)
+    for node in nodes:
+        for dep in node.depends_on:
+            if dep == node.key:
+                raise SelfDependencyError(f"task {node.key!r} depends on itself")
+            if dep not in keys:
+                raise UnknownDependencyError(
+                    f"task {node.key!r} depends on {dep!r}, which is not a task of the project"
+                )
+    cycle = _find_cycle(nodes)
+    if cycle:
+        raise CycleError(cycle)
+
+
+def _find_cycle(nodes: Sequence[TaskNode[K]]) -> list[K] | None:
+    """Return the keys of one dependency cycle, or None (iterative depth-first search)."""
+    deps = {node.key: node.depends_on for node in nodes}
+    state: dict[K, int] = {}  # 1: on the current path, 2: finished
+    for root in deps:
+        if root in state:
+            continue
+        path: list[K] = [root]
+        iterators = [iter(deps[root])]
+        state[root] = 1
+        while iterators:
+            dep = next(iterators[-1], None)
+            if dep is None:
+                state[path.pop()] = 2
+                iterators.pop()
+            elif state.get(dep) == 1:
+                return path[path.index(dep) :]
+            elif dep not in state:
+                state[dep] = 1
+                path.append(dep)
+                iterators.append(iter(deps[dep]))
+    return None
+
+
+def _chains(nodes: Sequence[TaskNode[K]]) -> list[list[K]]:
+    """Split the graph into maximal linear chains (single tasks are chains of one).
+
+    A link ``u -> v`` is part of a chain when ``v`` depends only on ``u`` and ``u`` has no
+    other dependent; such tasks must run one after the other anyway, so a pipeline that
+    hands each step its predecessor's output loses no parallelism.
+    """
+    dependents: dict[K, list[K]] = {node.key: [] for node in nodes}
+    for node in nodes:
+        for dep in node.depends_on:
+            dependents[dep].append(node.key)
+    by_key = {node.key: node for node in nodes}
+
+    def chain_successor(key: K) -> K | None:
+        (only, *rest) = dependents[key] or [None]
+        if only is None or rest or len(by_key[only].depends_on) != 1:
+            return None
+        return only
+
+    has_chain_predecessor = {
+        succ for key in dependents if (succ := chain_successor(key)) is not None
+    }
+    chains = []
+    for node in nodes:
+        if node.key in has_chain_predecessor:
+            continue
+        chain = [node.key]
+        while (succ := chain_successor(chain[-1])) is not None:
+            chain.append(succ)
+        chains.append(chain)
+    return chains
+
+
+def plan_batches(nodes: Sequence[TaskNode[K]], batch_size: int) -> list[PlannedBatch[K]]:
+    """Plan a validated graph into ordered batches of at most ``batch_size`` tasks.
+
+    Tasks run in dependency order: a batch holds only tasks whose dependencies are in
+    earlier batches, except a pipeline's steps, which each depend on the step before.
+    Independent ready tasks are packed into ``group`` batches; maximal linear chains
+    into ``pipeline`` batches (a chain longer than ``batch_size`` continues in a later
+    batch). Among ready work, the task listed first goes first: the plan is
+    deterministic.
+    """
+    position = {node.key: index for index, node in enumerate(nodes)}
+    deps = {node.key: set(node.depends_on) for node in nodes}
+    units = sorted(_chains(nodes), key=lambda chain: position[chain[0]])
+    done: set[K] = set()
+    batches: list[PlannedBatch[K]] = []
+    while units:
+        ready = [unit for unit in units if deps[unit[0]] <= done]
+        first = ready[0]
+        if len(first) > 1:
+            batch = PlannedBatch(PIPELINE, tuple(first[:batch_size]))
+            rest = first[batch_size:]
+            units.remove(first)
+            if rest:
+                units.append(rest)
+                units.sort(key=lambda chain: position[chain[0]])
+        else:
+            singles = [unit for unit in ready if len(unit) == 1][:batch_size]
+            batch = PlannedBatch(GROUP, tuple(unit[0] for unit in singles))
+            for unit in singles:
+                units.remove(unit)
+        done.update(batch.keys)
+        batches.append(batch)
+    return batches
+
+
+def dispatch_batch(batch_id: int) -> int:
+    """Send the queued task runs of a running batch as a group or a pipeline.
+
+    A pipeline starts at its first unfinished step; each step is handed the previous
+    step's guide by Dramatiq's ``Pipelines`` middleware. Returns the number of
+    messages sent (a pipeline sends its later steps as the earlier ones succeed).
+    """
+    # Imported here: workers import pipelines (to dispatch the next batch), so a
+    # module-level import would be circular.
+    import dramatiq
+
+    from db import progress
+    from workers.actors.generate import generate_hands_on
+
+    spec = progress.load_dispatch(batch_id)
+    if spec is None or not spec.run_ids:
+        return 0
+    options = {} if spec.max_retries is None else {"max_retries": spec.max_retries}
+    messages = [
+        generate_hands_on.message_with_options(args=(run_id,), **options) for run_id in spec.run_ids
+    ]
+    if spec.mode == PIPELINE:
+        if spec.previous_output is not None:
+            messages[0] = messages[0].copy(args=(spec.run_ids[0], spec.previous_output))
+        dramatiq.pipeline(messages).run()
+        return 1
+    dramatiq.group(messages).run()
+    return len(messages)
+
+
+def submit_job(
+    project_id: int,
+    *,
+    batch_size: int,
+    max_batch_size: int,
+    max_tasks: int,
+    max_retries: int | None = None,
+) -> int:
+    """Validate, plan and write a job for a project, then dispatch its first batch.
+
+    Returns the job id.
+
+    Raises:
+      db.jobs.NotFoundError: when the project does not exist.
+      PlanError: when the batch size or the project's dependency graph is invalid.
+    """
+    from db import jobs
+
+    created = jobs.create_job(
+        project_id,
+        batch_size=batch_size,
+        max_batch_size=max_batch_size,
+        max_tasks=max_tasks,
+        max_retries=max_retries,
+    )
+    dispatch_batch(created.first_batch_id)
+    return created.job_id

@@ -1,0 +1,127 @@
+"""The one place that reads the environment (12-factor) into a typed settings object.
+
+Every other module receives a :class:`Settings` (or plain values taken from one);
+nothing else in the project touches ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+#: Folder for the embedded SQLite database and other local state.
+INSTANCE_DIR = Path(__file__).resolve().parent / "instance"
+
+
+class SettingsError(ValueError):
+    """Raised when an environment variable holds a value of the wrong kind; fix the variable."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Typed, documented settings; defaults give the embedded, zero-server mode."""
+
+    #: SQLAlchemy URL; default: a SQLite file under ``instance/`` (embedded mode).
+    DATABASE_URL: str = f"sqlite:///{INSTANCE_DIR / 'handson.db'}"
+    #: Redis URL for the Dramatiq broker; unset: in-memory broker, worker threads in-process.
+    REDIS_URL: str | None = None
+    #: Dramatiq queue that generation messages go to.
+    QUEUE_NAME: str = "handson"
+    #: Default number of tasks per batch.
+    BATCH_SIZE: int = 5
+    #: Largest batch size a job may ask for.
+    MAX_BATCH_SIZE: int = 50
+    #: Largest number of tasks in one project.
+    MAX_TASKS: int = 1000
+    #: Retries of a failing task message before it fails for good.
+    MAX_RETRIES: int = 3
+    #: Smallest retry back-off, in milliseconds (doubles at each retry).
+    MIN_BACKOFF_MS: int = 1_000
+    #: Largest retry back-off, in milliseconds.
+    MAX_BACKOFF_MS: int = 60_000
+    #: Time limit for one generation attempt, in milliseconds.
+    TASK_TIME_LIMIT_MS: int = 300_000
+    #: Worker threads of the embedded worker (web app, CLI) in embedded mode.
+    EMBEDDED_WORKER_THREADS: int = 4
+    #: Generator: ``offline``, ``openai``, or ``package.module:factory``.
+    GENERATOR: str = "offline"
+    #: Simulated AI latency of the offline generator, in milliseconds.
+    GENERATOR_LATENCY_MS: int = 0
+    #: Base URL of an OpenAI-compatible API (``.../v1``).
+    OPENAI_BASE_URL: str = "https://api.openai.com/v1"
+    #: API key for the OpenAI-compatible API; never logged.
+    OPENAI_API_KEY: str | None = dataclasses.field(default=None, repr=False)
+    #: Chat model name.
+    OPENAI_MODEL: str = "gpt-4o-mini"
+    #: Timeout of one chat-completions request, in seconds.
+    OPENAI_TIMEOUT_S: float = 60.0
+    #: HTTP attempts per generation on 429/5xx/connection errors.
+    OPENAI_MAX_ATTEMPTS: int = 4
+    #: Largest generated guide kept, in characters (longer output is cut).
+    MAX_GUIDE_CHARS: int = 60_000
+    #: Largest import file or request body, in bytes.
+    MAX_CONTENT_LENGTH: int = 1_000_000
+    #: Flask secret key; required outside debug and embedded mode.
+    SECRET_KEY: str | None = dataclasses.field(default=None, repr=False)
+    #: When set, API writes need ``Authorization: Bearer <token>``.
+    API_TOKEN: str | None = dataclasses.field(default=None, repr=False)
+    #: Load the built-in sample project when the database has no project.
+    LOAD_SAMPLE: bool = False
+    #: Logging level of every process.
+    LOG_LEVEL: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured: in-memory broker, worker threads in-process."""
+        return not self.REDIS_URL
+
+    def replace(self, **overrides: Any) -> Settings:
+        """Return a copy with ``overrides`` applied (used by tests and factories)."""
+        return dataclasses.replace(self, **overrides)
+
+
+def _convert(field: dataclasses.Field[Any], raw: str) -> Any:
+    kind = str(field.type)
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{field.name} must be a number, got {raw!r}") from None
+    if kind.startswith("bool"):
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off", ""}:
+            return False
+        raise SettingsError(f"{field.name} must be true or false, got {raw!r}")
+    return raw or None if "None" in kind else raw
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default: the process environment).
+
+    Raises:
+      SettingsError: when a variable cannot be converted to its type.
+    """
+    environ = os.environ if environ is None else environ
+    values = {
+        field.name: _convert(field, environ[field.name])
+        for field in dataclasses.fields(Settings)
+        if field.name in environ
+    }
+    # Heroku-style platforms hand out postgres:// URLs; SQLAlchemy wants a driver name.
+    url = values.get("DATABASE_URL")
+    if url and url.startswith(("postgres://", "postgresql://")):
+        values["DATABASE_URL"] = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return Settings(**values)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read from the environment once."""
+    return from_env()

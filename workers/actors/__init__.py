@@ -1,0 +1,1 @@
+"""Actors, one module per domain; importing this package declares them all."""

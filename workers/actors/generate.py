@@ -1,0 +1,39 @@
+"""The generation actor: write one task's hands-on guide."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from db import guides
+from settings import get_settings
+from workers.generators import get_generator
+from workers.generators.base import PermanentGeneratorError
+
+_settings = get_settings()
+
+
+@dramatiq.actor(
+    queue_name=_settings.QUEUE_NAME,
+    max_retries=_settings.MAX_RETRIES,
+    min_backoff=_settings.MIN_BACKOFF_MS,
+    max_backoff=_settings.MAX_BACKOFF_MS,
+    time_limit=_settings.TASK_TIME_LIMIT_MS,
+    throws=(PermanentGeneratorError, guides.RunNotFoundError),
+    progress=True,
+)
+def generate_hands_on(task_run_id: int, previous_guide: str | None = None) -> str | None:
+    """Generate and store the guide of one task run.
+
+    In a pipeline, ``previous_guide`` is the guide the previous step returned, and the
+    guide written here is returned for the next step; elsewhere nothing is returned.
+    """
+    from workers import broker  # the settings this process was configured with
+
+    settings = broker.current_settings()
+    generator = get_generator(settings)
+    request = guides.load_request(task_run_id, previous_guide)
+    markdown = generator.generate(request)[: settings.MAX_GUIDE_CHARS]
+    guides.save_guide(task_run_id, markdown, generator.name)
+    message = CurrentMessage.get_current_message()
+    return markdown if message is not None and message.options.get("pipe_target") else None

@@ -1,0 +1,5 @@
+"""Our Dramatiq middleware, one class per module."""
+
+from workers.middleware.progress import Progress
+
+__all__ = ["Progress"]

@@ -1,0 +1,85 @@
+"""Record the final outcome of every task message in the database, exactly once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware, SkipMessage
+
+from db import progress
+from db.models import RunStatus
+
+#: Longest error text stored on a task run, in characters.
+MAX_ERROR_CHARS = 2_000
+
+
+def describe(exception: BaseException) -> str:
+    """Return a one-line description of a task failure for users to read."""
+    text = str(exception).strip()
+    name = type(exception).__name__
+    return (f"{name}: {text}" if text else name)[:MAX_ERROR_CHARS]
+
+
+class Progress(Middleware):
+    """Turns task messages' fates into guarded database updates and releases next batches.
+
+    Must sit before ``Retries`` in the broker's middleware list: ``after_*`` hooks run
+    in reverse order, so Retries has decided whether a failure is final
+    (``message.failed``) by the time this middleware records it.
+
+    Actors opt in with ``progress=True``; their first argument is the task run id.
+    """
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"progress"}
+
+    def _run_id(self, broker: dramatiq.Broker, message: Any) -> int | None:
+        actor = broker.get_actor(message.actor_name)
+        return message.args[0] if actor.options.get("progress") else None
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        run_id = self._run_id(broker, message)
+        if run_id is None:
+            return
+        decision, outcome = progress.start_run(run_id)
+        self._follow_up(outcome)
+        if decision is not progress.Start.RUN:
+            raise SkipMessage(f"task run {run_id}: {decision}")
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        run_id = self._run_id(broker, message)
+        if run_id is None:
+            return
+        if exception is None:
+            outcome = progress.record_outcome(run_id, RunStatus.SUCCEEDED)
+        elif message.failed:
+            outcome = progress.record_outcome(run_id, RunStatus.FAILED, describe(exception))
+        else:
+            progress.record_retry(run_id, describe(exception))
+            return
+        self._follow_up(outcome)
+
+    def _follow_up(self, outcome: progress.Outcome) -> None:
+        """Act on a committed change: dispatch the batch it started, log a finished job."""
+        if outcome.next_batch_id is not None:
+            # Imported here: pipelines imports the actors, which need this middleware.
+            import pipelines
+
+            pipelines.dispatch_batch(outcome.next_batch_id)
+        if outcome.job_status is not None:
+            self.logger.info(
+                "A job finished with status %s.", outcome.job_status, extra={"action": "finish_job"}
+            )
