@@ -1,0 +1,375 @@
+"""Tests of the guide generators: offline, OpenAI-compatible (against a real local
+HTTP server), and the settings-driven factory."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from settings import Settings
+from tests.fake_openai import FakeOpenAI, FakeResponse, completion, error
+from workers.generators import (
+    Dependency,
+    GeneratorError,
+    GuideRequest,
+    OfflineGenerator,
+    OpenAIGenerator,
+    PermanentGeneratorError,
+    get_generator,
+)
+
+KEY = "sk-test-SECRET-0123456789"
+
+LOGIN_GUIDE = "# Hands-on: Add login form\n\nUsers sign in. Then they see the shop.\n"
+
+REQUEST = GuideRequest(
+    project_name="Shop",
+    task_key="checkout",
+    task_title="Build checkout page",
+    task_description="Customers pay for the cart with a card.",
+    dependencies=(Dependency("Add login form", LOGIN_GUIDE), Dependency("Cart")),
+)
+
+
+# --- offline -------------------------------------------------------------------------
+
+
+def test_offline_guides_are_deterministic_and_differ_per_task() -> None:
+    # Given two generators and two different tasks
+    other = GuideRequest("Shop", "search", "Search products", "Full-text search on names.")
+
+    # When each task is generated twice
+    first, again = OfflineGenerator().generate(REQUEST), OfflineGenerator().generate(REQUEST)
+
+    # Then identical input gives identical output, and different tasks differ in the steps
+    assert first == again
+    other_guide = OfflineGenerator().generate(other)
+    assert first.split("## Steps")[1] != other_guide.split("## Steps")[1]
+    assert OfflineGenerator.name == "offline"
+
+
+def test_offline_guide_has_title_goal_dependencies_steps_and_checks() -> None:
+    guide = OfflineGenerator().generate(REQUEST)
+
+    assert guide.startswith("# Hands-on: Build checkout page\n")
+    assert "## Goal\n\nCustomers pay for the cart with a card." in guide
+    before = guide.split("## Before you start")[1].split("## Steps")[0]
+    assert "**Add login form**" in before and "**Cart**" in before
+    # One line taken from the dependency's guide (its heading)
+    assert "From its guide: Hands-on: Add login form" in before
+    steps = guide.split("## Steps")[1].split("## Check your work")[0]
+    assert sum(line[:1].isdigit() for line in steps.splitlines()) >= 4
+    assert "checkout" in steps
+    assert "## Check your work" in guide
+    assert "Continuing from the previous step" not in guide
+
+
+def test_offline_guide_quotes_the_previous_pipeline_step() -> None:
+    request = GuideRequest("Shop", "pay", "Take payment", previous_guide=LOGIN_GUIDE)
+
+    guide = OfflineGenerator().generate(request)
+
+    assert "## Continuing from the previous step\n\n> Hands-on: Add login form" in guide
+
+
+def test_offline_guide_keeps_user_titles_on_one_line() -> None:
+    # A title with a newline must not open a new Markdown block (e.g. raw HTML)
+    request = GuideRequest("Shop", "x", "Evil\n<script>alert(1)</script>\n# Owned")
+
+    guide = OfflineGenerator().generate(request)
+
+    assert guide.splitlines()[0] == "# Hands-on: Evil <script>alert(1)</script> # Owned"
+    assert "\n<script>" not in guide and "\n# Owned" not in guide
+
+
+def test_offline_latency_is_honored() -> None:
+    started = time.monotonic()
+
+    OfflineGenerator(latency_ms=150).generate(REQUEST)
+
+    assert time.monotonic() - started >= 0.15
+
+
+# --- OpenAI-compatible, against a real local server ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def api_server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def api(api_server: FakeOpenAI) -> FakeOpenAI:
+    api_server.reset()
+    return api_server
+
+
+@pytest.fixture
+def make_client(api: FakeOpenAI) -> Callable[..., OpenAIGenerator]:
+    def make(**overrides: object) -> OpenAIGenerator:
+        options: dict[str, object] = {
+            "base_url": api.url,
+            "api_key": KEY,
+            "model": "fake-model",
+            "timeout_s": 2.0,
+            "max_attempts": 3,
+            "max_chars": 10_000,
+            "backoff_base_s": 0.01,
+        }
+        return OpenAIGenerator(**{**options, **overrides})  # type: ignore[arg-type]
+
+    return make
+
+
+def test_openai_posts_the_task_and_returns_the_guide(api: FakeOpenAI, make_client) -> None:
+    # Given an API that answers with a guide
+    api.script([completion("# Hands-on: Build checkout page\n\nDo it.")])
+    request = dataclasses.replace(REQUEST, previous_guide="# Step one\nDone.")
+
+    # When a guide is generated
+    guide = make_client().generate(request)
+
+    # Then the guide is returned and the request carried model, key and the task
+    assert guide == "# Hands-on: Build checkout page\n\nDo it."
+    [sent] = api.requests
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["Authorization"] == f"Bearer {KEY}"
+    body = sent.json
+    assert body["model"] == "fake-model" and body["temperature"] == 0.2
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    user = body["messages"][1]["content"]
+    assert "Build checkout page" in user and "Customers pay for the cart" in user
+    assert "Add login form" in user and "Users sign in." in user
+    assert "# Step one" in user
+    assert make_client().name == "openai:fake-model"
+
+
+def test_openai_truncates_long_dependency_guides_in_the_prompt(
+    api: FakeOpenAI, make_client
+) -> None:
+    api.script([completion("ok")])
+    request = GuideRequest("Shop", "k", "T", dependencies=(Dependency("Big", "x" * 50_000),))
+
+    make_client().generate(request)
+
+    assert len(api.requests[0].json["messages"][1]["content"]) < 5_000
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        error(429, "slow down", Retry_After="0"),
+        error(500, "boom"),
+        error(503, "overloaded"),
+    ],
+)
+def test_openai_retries_transient_failures_then_succeeds(
+    api: FakeOpenAI, make_client, failure: FakeResponse
+) -> None:
+    api.script([failure, failure, completion("guide")])
+
+    assert make_client(max_attempts=3).generate(REQUEST) == "guide"
+    assert len(api.requests) == 3
+
+
+def test_openai_honors_retry_after(api: FakeOpenAI, make_client) -> None:
+    api.script([error(429, "slow down", Retry_After="0.3"), completion("guide")])
+    started = time.monotonic()
+
+    make_client().generate(REQUEST)
+
+    assert time.monotonic() - started >= 0.3
+    assert len(api.requests) == 2
+
+
+def test_openai_backoff_grows_with_jitter_and_is_capped(make_client) -> None:
+    client = make_client(backoff_base_s=1.0, backoff_cap_s=5.0)
+
+    assert all(0.5 <= client.backoff_delay(1) <= 1.0 for _ in range(50))
+    assert all(2.0 <= client.backoff_delay(3) <= 4.0 for _ in range(50))
+    assert all(2.5 <= client.backoff_delay(10) <= 5.0 for _ in range(50))
+    assert client.backoff_delay(1, retry_after=3.0) == 3.0
+    assert client.backoff_delay(1, retry_after=120.0) == 5.0
+
+
+def test_openai_gives_up_after_max_attempts(api: FakeOpenAI, make_client) -> None:
+    api.script([error(500, "still broken")] * 5)
+
+    with pytest.raises(GeneratorError) as caught:
+        make_client(max_attempts=3).generate(REQUEST)
+
+    assert not isinstance(caught.value, PermanentGeneratorError)
+    assert "HTTP 500" in str(caught.value) and "still broken" in str(caught.value)
+    assert len(api.requests) == 3
+
+
+def test_openai_rejected_key_is_permanent_with_the_api_message(
+    api: FakeOpenAI, make_client
+) -> None:
+    api.script([error(401, "Incorrect API key provided.")])
+
+    with pytest.raises(PermanentGeneratorError) as caught:
+        make_client().generate(REQUEST)
+
+    message = str(caught.value)
+    assert "401" in message and "Incorrect API key provided." in message
+    assert "OPENAI_API_KEY" in message
+    assert len(api.requests) == 1  # no retry
+
+
+def test_openai_other_client_errors_are_permanent(api: FakeOpenAI, make_client) -> None:
+    api.script([error(404, "The model `nope` does not exist")])
+
+    with pytest.raises(PermanentGeneratorError, match="does not exist"):
+        make_client().generate(REQUEST)
+
+
+def test_openai_missing_key_is_permanent_and_sends_nothing(api: FakeOpenAI, make_client) -> None:
+    with pytest.raises(PermanentGeneratorError, match="OPENAI_API_KEY"):
+        make_client(api_key=None).generate(REQUEST)
+
+    assert api.requests == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        FakeResponse(200, "this is not json"),
+        FakeResponse(200, {"choices": []}),
+        completion(""),
+    ],
+)
+def test_openai_malformed_answer_is_retryable_error(
+    api: FakeOpenAI, make_client, answer: FakeResponse
+) -> None:
+    api.script([answer])
+
+    with pytest.raises(GeneratorError) as caught:
+        make_client().generate(REQUEST)
+
+    assert not isinstance(caught.value, PermanentGeneratorError)
+
+
+def test_openai_times_out_and_retries(api: FakeOpenAI, make_client) -> None:
+    # Given an API whose first answer comes after the client's timeout
+    api.script([FakeResponse(200, "late", delay_s=5.0), completion("guide")])
+
+    # When a guide is generated, it still arrives, on the second attempt
+    assert make_client(timeout_s=0.2).generate(REQUEST) == "guide"
+    assert len(api.requests) == 2
+
+
+def test_openai_timeouts_exhaust_attempts(api: FakeOpenAI, make_client) -> None:
+    api.script([FakeResponse(200, "late", delay_s=5.0)] * 2)
+
+    with pytest.raises(GeneratorError, match=r"no answer within 0\.2 s"):
+        make_client(timeout_s=0.2, max_attempts=2).generate(REQUEST)
+
+
+def test_openai_unreachable_server_is_retryable(make_client) -> None:
+    # Given a port that was free a moment ago: nothing listens, connecting is refused
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = make_client(base_url=f"http://127.0.0.1:{port}/v1", max_attempts=2)
+
+    with pytest.raises(GeneratorError, match="connection failed"):
+        client.generate(REQUEST)
+
+
+def test_openai_output_is_cut_to_max_chars(api: FakeOpenAI, make_client) -> None:
+    api.script([completion("y" * 500)])
+
+    assert make_client(max_chars=100).generate(REQUEST) == "y" * 100
+
+
+def test_openai_serves_many_threads(api: FakeOpenAI, make_client) -> None:
+    api.script([completion(f"guide {n}") for n in range(8)])
+    client = make_client()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        guides = list(pool.map(client.generate, [REQUEST] * 8))
+
+    assert sorted(guides) == sorted(f"guide {n}" for n in range(8))
+
+
+def test_openai_never_reveals_the_key(
+    api: FakeOpenAI, make_client, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a server that fails, then echoes the key back in its errors
+    caplog.set_level(logging.DEBUG)
+    api.script([error(500, f"bad {KEY}"), error(500, f"bad {KEY}"), error(401, f"bad {KEY}")])
+    client = make_client()
+
+    # When generation fails both ways
+    with pytest.raises(PermanentGeneratorError) as permanent:
+        client.generate(REQUEST)
+    api.script([error(500, f"bad {KEY}")] * 3)
+    with pytest.raises(GeneratorError) as transient:
+        client.generate(REQUEST)
+
+    # Then the key is in neither the logs, the messages nor the repr
+    assert caplog.records, "expected retry warnings"
+    for text in (caplog.text, str(permanent.value), str(transient.value), repr(client)):
+        assert KEY not in text
+
+
+# --- get_generator -------------------------------------------------------------------
+
+
+def test_get_generator_offline_is_cached_per_settings() -> None:
+    settings = Settings(GENERATOR="offline", GENERATOR_LATENCY_MS=7)
+
+    generator = get_generator(settings)
+
+    assert isinstance(generator, OfflineGenerator) and generator.latency_ms == 7
+    assert get_generator(settings) is generator
+    assert get_generator(settings.replace(GENERATOR_LATENCY_MS=8)) is not generator
+
+
+def test_get_generator_openai_uses_the_settings() -> None:
+    settings = Settings(
+        GENERATOR="openai",
+        OPENAI_BASE_URL="http://api.test/v1/",
+        OPENAI_API_KEY=KEY,
+        OPENAI_MODEL="m1",
+        OPENAI_TIMEOUT_S=3.0,
+        OPENAI_MAX_ATTEMPTS=2,
+        MAX_GUIDE_CHARS=99,
+    )
+
+    generator = get_generator(settings)
+
+    assert isinstance(generator, OpenAIGenerator)
+    assert generator.name == "openai:m1"
+    assert generator.url == "http://api.test/v1/chat/completions"
+    assert (generator.timeout_s, generator.max_attempts, generator.max_chars) == (3.0, 2, 99)
+
+
+def test_get_generator_calls_a_dotted_factory(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a module with a factory taking the settings
+    (tmp_path / "my_guides.py").write_text(
+        "from workers.generators import OfflineGenerator\n"
+        "def make(settings):\n"
+        "    generator = OfflineGenerator(latency_ms=settings.GENERATOR_LATENCY_MS)\n"
+        "    generator.name = 'mine'\n"
+        "    return generator\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    generator = get_generator(Settings(GENERATOR="my_guides:make", GENERATOR_LATENCY_MS=3))
+
+    assert generator.name == "mine" and generator.latency_ms == 3
+
+
+@pytest.mark.parametrize("choice", ["gpt", "", "no_such_module_xyz:make", "json:nope"])
+def test_get_generator_rejects_unknown_choices(choice: str) -> None:
+    with pytest.raises(ValueError, match=r"offline.*openai.*package\.module:factory"):
+        get_generator(Settings(GENERATOR=choice))
