@@ -191,7 +191,9 @@ def plan_batches(nodes: Sequence[TaskNode[K]], batch_size: int) -> list[PlannedB
         ready = [unit for unit in units if deps[unit[0]] <= done]
         first = ready[0]
         if len(first) > 1:
-            batch = PlannedBatch(PIPELINE, tuple(first[:batch_size]))
+            piece = tuple(first[:batch_size])
+            # At batch size 1 a chain runs one step per batch: plain groups of one.
+            batch = PlannedBatch(PIPELINE if len(piece) > 1 else GROUP, piece)
             rest = first[batch_size:]
             units.remove(first)
             if rest:

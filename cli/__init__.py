@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 
@@ -51,7 +50,3 @@ for command in (
 def main() -> int:
     """Run the command line; return its exit code."""
     return cli.main(prog_name="handson", standalone_mode=True) or RET_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -54,9 +54,11 @@ def run_embedded(settings: Settings, project_id: int, batch_size: int | None) ->
     from workers.embedded import EmbeddedWorker
 
     broker = open_workers(settings)
+    # Submitting first turns bad input into an error before any thread starts; the
+    # first batch waits in the in-memory queue meanwhile.
+    job_id = submit(settings, project_id, batch_size)
     click.echo(EMBEDDED_NOTE)
     with EmbeddedWorker(broker, threads=settings.EMBEDDED_WORKER_THREADS):
-        job_id = submit(settings, project_id, batch_size)
         click.echo(f"Started job {job_id}.")
         return follow_job(job_id)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -29,7 +30,7 @@ class ProgressView:
         self.batch = job["current_batch"] or job["completed_batches"]
         self.mode = ""
         self.started = time.monotonic()
-        self.tty = click.get_text_stream("stdout").isatty() if tty is None else tty
+        self.tty = sys.stdout.isatty() if tty is None else tty
 
     def line(self) -> str:
         """Return the progress line for the current state."""

@@ -19,6 +19,8 @@ from db.engine import get_engine, session_scope
 
 logger = logging.getLogger(__name__)
 
+#: How long the first subscriber waits for LISTEN to take effect, in seconds.
+LISTEN_START_TIMEOUT_S = 10.0
 #: Event types after which a job has no more events.
 FINAL_EVENTS = frozenset({"job_finished", "job_cancelled"})
 
@@ -30,11 +32,15 @@ class EventHub:
         self._lock = threading.Lock()
         self._subscribers: dict[int, set[queue.SimpleQueue[int]]] = collections.defaultdict(set)
         self._stop = threading.Event()
+        self._listening = threading.Event()
         self._pg_thread: threading.Thread | None = None
         notify.job_event.connect(self._on_local_event, weak=False)
 
     def subscribe(self, job_id: int) -> queue.SimpleQueue[int]:
-        """Return a queue that receives the job's newest seq whenever it has new events."""
+        """Return a queue that receives the job's newest seq whenever it has new events.
+
+        Once this returns, every later commit of an event of the job wakes the queue.
+        """
         self._ensure_pg_listener()
         wakeups: queue.SimpleQueue[int] = queue.SimpleQueue()
         with self._lock:
@@ -81,6 +87,9 @@ class EventHub:
                     target=self._listen_pg, args=(url,), name="handson-listen", daemon=True
                 )
                 self._pg_thread.start()
+        # Subscribers must not miss a commit made before LISTEN took effect.
+        if not self._listening.wait(LISTEN_START_TIMEOUT_S):
+            raise TimeoutError("the PostgreSQL event listener did not start")
 
     def _listen_pg(self, conninfo: str) -> None:
         import psycopg
@@ -89,7 +98,9 @@ class EventHub:
             try:
                 with psycopg.connect(conninfo, autocommit=True) as connection:
                     connection.execute(f"LISTEN {notify.CHANNEL}")
-                    self.wake_all()  # anything committed while we were not listening
+                    if self._listening.is_set():
+                        self.wake_all()  # a reconnect: commits in between went unheard
+                    self._listening.set()
                     # The timeout only lets close() end this thread; no state is read here.
                     while not self._stop.is_set():
                         for note in connection.notifies(timeout=5.0):
@@ -101,15 +112,19 @@ class EventHub:
 
 
 _hub: EventHub | None = None
+_hub_url: str | None = None
 _hub_lock = threading.Lock()
 
 
 def get_hub() -> EventHub:
-    """Return this process's event hub, created on first use."""
-    global _hub
+    """Return this process's event hub for the configured database, created on first use."""
+    global _hub, _hub_url
+    url = get_engine().url.render_as_string(hide_password=False)
     with _hub_lock:
-        if _hub is None:
-            _hub = EventHub()
+        if _hub is None or _hub_url != url:
+            if _hub is not None:
+                _hub.close()  # the process moved to another database (tests do)
+            _hub, _hub_url = EventHub(), url
         return _hub
 
 
@@ -124,7 +139,7 @@ def event_data(event: Any) -> dict[str, Any]:
 
 
 def watch(
-    job_id: int, after_seq: int = 0, *, hub: EventHub | None = None
+    job_id: int, after_seq: int = 0, *, hub: EventHub | None = None, limit: int = 500
 ) -> Iterator[dict[str, Any]]:
     """Yield the job's events after ``after_seq`` in order, waiting for new ones until it ends.
 
@@ -136,13 +151,13 @@ def watch(
     try:
         while True:
             with session_scope() as session:
-                new = [event_data(e) for e in events.since(session, job_id, after_seq)]
+                new = [event_data(e) for e in events.since(session, job_id, after_seq, limit=limit)]
             for event in new:
                 after_seq = event["seq"]
                 yield event
                 if event["type"] in FINAL_EVENTS:
                     return
-            if not new:
+            if len(new) < limit:  # caught up: sleep until told about the next commit
                 wakeups.get()
                 _drain(wakeups)  # one read covers every wake-up queued so far
     finally:

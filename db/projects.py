@@ -79,9 +79,11 @@ def _task(index: int, raw: Any) -> TaskSpec:
         description=_text(
             raw.get("description"), f"{field}.description", limit=MAX_DESCRIPTION, required=False
         ),
-        depends_on=tuple(
-            _text(dep, f"{field}.depends_on[{i}]", limit=MAX_KEY)
-            for i, dep in enumerate(depends_on)
+        depends_on=tuple(  # dict.fromkeys: a repeated dependency counts once
+            dict.fromkeys(
+                _text(dep, f"{field}.depends_on[{i}]", limit=MAX_KEY)
+                for i, dep in enumerate(depends_on)
+            )
         ),
     )
 

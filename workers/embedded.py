@@ -12,8 +12,10 @@ logger = logging.getLogger(__name__)
 class EmbeddedWorker:
     """A Dramatiq worker running in this process's threads; use as a context manager."""
 
-    def __init__(self, broker: dramatiq.Broker, *, threads: int) -> None:
-        self.worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=1000)
+    def __init__(self, broker: dramatiq.Broker, *, threads: int, timeout_ms: int = 1000) -> None:
+        # timeout_ms bounds how long an idle consumer thread blocks on the in-memory
+        # queue before checking for shutdown: it sets how fast stop() returns.
+        self.worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=timeout_ms)
 
     def start(self) -> EmbeddedWorker:
         """Start the worker threads."""

@@ -1,0 +1,151 @@
+"""The ``handson`` command line, embedded mode: import, enqueue --wait, status, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+
+import db
+from cli import cli
+from samples import SAMPLE_PROJECT_PATH
+from settings import Settings
+
+
+@pytest.fixture
+def settings(sqlite_url: str) -> Settings:
+    """Embedded settings on a fresh SQLite database, with a fast generator."""
+    return Settings(DATABASE_URL=sqlite_url, GENERATOR_LATENCY_MS=0, EMBEDDED_WORKER_THREADS=4)
+
+
+@pytest.fixture
+def run(settings: Settings):
+    """Run ``handson`` with the test settings; return the click result."""
+    db.configure(settings.DATABASE_URL)  # for the row counts the tests compare
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(cli, list(args), obj=settings, catch_exceptions=False)
+
+    return invoke
+
+
+def row_counts() -> dict[str, int]:
+    with db.session_scope() as session:
+        return {
+            table: session.scalar(sa.text(f"SELECT count(*) FROM {table}"))
+            for table in ("projects", "tasks", "jobs", "batches", "task_runs", "events")
+        }
+
+
+def write_project(tmp_path: Path, data: object) -> str:
+    path = tmp_path / "project.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def test_import_then_enqueue_wait_runs_the_sample_to_the_end(run):
+    # Given the sample project imported from its JSON file
+    imported = run("import", str(SAMPLE_PROJECT_PATH))
+    assert imported.exit_code == 0, imported.output
+    assert "Imported project 1" in imported.output
+
+    # When a job is enqueued with --wait (embedded: it runs in this process)
+    result = run("enqueue", "1", "--batch-size", "5", "--wait")
+
+    # Then it says how it runs, draws progress, and sums the job up
+    assert result.exit_code == 0, result.output
+    assert "runs the job's workers in its own process" in result.output
+    assert "62/62 tasks" in result.output
+    assert "Job 1 (" in result.output and ": succeeded" in result.output
+    assert "13/13 done" in result.output and "pipelines" in result.output
+
+    status = run("status", "1")
+    assert status.exit_code == 0 and "succeeded" in status.output
+    assert status.output.count("completed") == 13
+
+
+def test_db_upgrade_reports_the_revision(run):
+    result = run("db", "upgrade")
+    assert result.exit_code == 0
+    assert "Database at revision 0001" in result.output
+
+
+BAD_PROJECTS = {
+    "malformed JSON": ('{"name": "x", "tasks": [', "not valid JSON"),
+    "unknown dependency": (
+        {"name": "x", "tasks": [{"key": "a", "title": "A", "depends_on": ["zz"]}]},
+        "depends on 'zz', which is not a task",
+    ),
+    "cycle": (
+        {
+            "name": "x",
+            "tasks": [
+                {"key": "a", "title": "A", "depends_on": ["c"]},
+                {"key": "b", "title": "B", "depends_on": ["a"]},
+                {"key": "c", "title": "C", "depends_on": ["b"]},
+            ],
+        },
+        "cycle: a -> c -> b -> a",
+    ),
+    "duplicate task": (
+        {"name": "x", "tasks": [{"key": "a", "title": "A"}, {"key": "a", "title": "B"}]},
+        "task 'a' appears twice",
+    ),
+    "empty project": ({"name": "x", "tasks": []}, "no task"),
+    "missing title": ({"name": "x", "tasks": [{"key": "a"}]}, "tasks[0].title"),
+}
+
+
+@pytest.mark.parametrize(("data", "message"), BAD_PROJECTS.values(), ids=BAD_PROJECTS.keys())
+def test_import_rejects_bad_files_and_writes_nothing(run, tmp_path, data, message):
+    # Given a fresh database
+    run("db", "upgrade")
+    before = row_counts()
+
+    # When a bad project file is imported
+    result = run("import", write_project(tmp_path, data))
+
+    # Then the command fails with a message saying what to fix, and nothing is stored
+    assert result.exit_code == 2
+    assert message in result.output
+    assert row_counts() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["1", "--batch-size", "0"], "batch size must be between 1 and 50, got 0"),
+        (["1", "--batch-size", "51"], "batch size must be between 1 and 50, got 51"),
+        (["99"], "project 99 does not exist"),
+        (["x"], "'x' is not a valid integer"),
+    ],
+)
+def test_enqueue_rejects_bad_input_and_writes_nothing(run, args, message):
+    # Given an imported project
+    assert run("import", str(SAMPLE_PROJECT_PATH)).exit_code == 0
+    before = row_counts()
+
+    # When a job is enqueued with bad input
+    result = run("enqueue", *args)
+
+    # Then it fails with a clear message and no job is written
+    assert result.exit_code == 2
+    assert message in result.output
+    assert row_counts() == before
+
+
+def test_import_rejects_a_file_over_the_size_limit(settings, tmp_path):
+    path = write_project(tmp_path, {"name": "x" * 50, "tasks": [{"key": "a", "title": "A"}]})
+    small = settings.replace(MAX_CONTENT_LENGTH=20)
+    result = CliRunner().invoke(cli, ["import", path], obj=small)
+    assert result.exit_code == 2
+    assert "at most 20 are allowed" in result.output
+
+
+def test_status_of_an_unknown_job_is_a_usage_error(run):
+    result = run("status", "42")
+    assert result.exit_code == 2
+    assert "job 42 does not exist" in result.output

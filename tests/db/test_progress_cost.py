@@ -1,0 +1,74 @@
+"""Recording a task outcome costs a fixed number of SQL statements, whatever the job size."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from workerkit import make_project
+
+import db
+from db import jobs, progress
+from db.models import RunStatus, TaskRun
+
+
+@contextlib.contextmanager
+def counting_statements() -> Iterator[list[str]]:
+    """Collect every SQL statement the engine sends while the block runs."""
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    engine = db.get_engine()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def first_batch_runs(job_id: int) -> list[int]:
+    with db.session_scope() as session:
+        return list(
+            session.scalars(
+                sa.select(TaskRun.id)
+                .join(TaskRun.batch)
+                .where(TaskRun.job_id == job_id)
+                .order_by(TaskRun.batch_id, TaskRun.position)
+                .limit(5)
+            )
+        )
+
+
+def outcome_costs(tasks: int) -> tuple[int, int, int]:
+    """Statements to start a run, record a plain outcome, record a batch-completing one."""
+    project_id = make_project(*[f"t{i}" for i in range(tasks)])
+    created = jobs.create_job(project_id, batch_size=5, max_batch_size=50, max_tasks=10_000)
+    runs = first_batch_runs(created.job_id)
+    for run_id in runs[:3]:
+        progress.start_run(run_id)
+        progress.record_outcome(run_id, RunStatus.SUCCEEDED)
+    with counting_statements() as start:
+        progress.start_run(runs[3])
+    with counting_statements() as plain:
+        assert progress.record_outcome(runs[3], RunStatus.SUCCEEDED).next_batch_id is None
+    progress.start_run(runs[4])
+    with counting_statements() as completing:
+        assert progress.record_outcome(runs[4], RunStatus.SUCCEEDED).next_batch_id is not None
+    return len(start), len(plain), len(completing)
+
+
+def test_outcome_cost_is_the_same_for_10_and_1000_tasks(database_url: str):
+    # Given the database, and jobs of 10 and of 1,000 independent tasks
+    db.configure(database_url)
+
+    # When one outcome of each is recorded
+    small, large = outcome_costs(10), outcome_costs(1000)
+
+    # Then each costs the same, small, number of statements
+    assert small == large
+    start, plain, completing = small
+    assert plain <= 8 and completing <= 12 and start <= 8

@@ -1,0 +1,80 @@
+"""Generation jobs on the in-memory broker with real worker threads (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from jobwatch import wait_for_job
+from workerkit import Embedded, make_project
+
+import pipelines
+from db import projects, session_scope
+from db.models import Event, HandsOn
+from samples import load_sample
+
+
+def submit(embedded: Embedded, project_id: int, batch_size: int = 5) -> int:
+    settings = embedded.settings
+    return pipelines.submit_job(
+        project_id,
+        batch_size=batch_size,
+        max_batch_size=settings.MAX_BATCH_SIZE,
+        max_tasks=settings.MAX_TASKS,
+    )
+
+
+def assert_batches_in_order(job: dict, events: list[dict]) -> None:
+    """Batch k+1 started only after batch k completed, in time and in the event stream."""
+    batches = job["batches"]
+    for before, after in itertools.pairwise(batches):
+        assert before["finished_at"] <= after["started_at"]
+    order = [(e["type"], e["payload"]["batch"]) for e in events if e["type"].startswith("batch_")]
+    expected = []
+    for batch in batches:
+        expected += [("batch_started", batch["index"]), ("batch_completed", batch["index"])]
+    assert order == expected
+
+
+def test_the_sample_job_succeeds_with_one_guide_per_task(embedded_factory: Callable[..., Embedded]):
+    # Given the 62-task sample project and an embedded worker
+    embedded = embedded_factory(threads=5, GENERATOR_LATENCY_MS=5)
+    project_id = projects.create_project(projects.parse_project(load_sample(), max_tasks=1000))
+
+    # When a job runs with batches of 5
+    job, events = wait_for_job(submit(embedded, project_id), timeout=120)
+
+    # Then it succeeds: 62 guides, 13 batches completed in order, events numbered 1..N
+    assert job["status"] == "succeeded"
+    assert (job["done_tasks"], job["succeeded_tasks"], job["total_tasks"]) == (62, 62, 62)
+    assert len(job["batches"]) == 13
+    assert {b["status"] for b in job["batches"]} == {"completed"}
+    assert sum(b["mode"] == "pipeline" for b in job["batches"]) >= 3
+    with session_scope() as session:
+        assert session.scalar(sa.select(sa.func.count(HandsOn.id))) == 62
+        seqs = session.scalars(sa.select(Event.seq).where(Event.job_id == job["id"])).all()
+    assert [e["seq"] for e in events] == sorted(seqs) == list(range(1, len(seqs) + 1))
+    assert events[0]["type"] == "job_started" and events[-1]["type"] == "job_finished"
+    assert_batches_in_order(job, events)
+
+
+def test_a_pipeline_hands_each_step_the_previous_guide(embedded: Embedded):
+    # Given a chain a -> b -> c (one pipeline batch)
+    project_id = make_project(
+        "a",
+        {"key": "b", "title": "B", "depends_on": ["a"]},
+        {"key": "c", "title": "C", "depends_on": ["b"]},
+    )
+
+    # When it runs
+    job, _ = wait_for_job(submit(embedded, project_id))
+
+    # Then each later step's guide continues from the previous step's guide
+    assert [b["mode"] for b in job["batches"]] == ["pipeline"]
+    with session_scope() as session:
+        guides = dict(session.execute(sa.select(HandsOn.task_id, HandsOn.markdown)).all())
+    runs = job["batches"][0]["runs"]
+    assert "Continuing from the previous step" not in guides[runs[0]["task_id"]]
+    for step in runs[1:]:
+        assert "Continuing from the previous step" in guides[step["task_id"]]
