@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 #: How long the first subscriber waits for LISTEN to take effect, in seconds.
 LISTEN_START_TIMEOUT_S = 10.0
+#: Pause between attempts to reconnect the listener, in seconds.
+RECONNECT_DELAY_S = 1.0
 #: Event types after which a job has no more events.
 FINAL_EVENTS = frozenset({"job_finished", "job_cancelled"})
 
@@ -106,9 +108,10 @@ class EventHub:
                         for note in connection.notifies(timeout=5.0):
                             job_id, _, seq = note.payload.partition(":")
                             self.wake(int(job_id), int(seq))
-            except psycopg.OperationalError:
-                logger.warning("Lost the PostgreSQL event listener; reconnecting.", exc_info=True)
-                self._stop.wait(1.0)
+            except psycopg.OperationalError as error:
+                if not self._stop.is_set():
+                    logger.warning("The event listener lost PostgreSQL (%s); reconnecting.", error)
+                self._stop.wait(RECONNECT_DELAY_S)
 
 
 _hub: EventHub | None = None
