@@ -34,6 +34,8 @@ def cli(ctx: click.Context) -> None:
     logging.basicConfig(
         level=ctx.obj.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Migration chatter would drown the command's own output.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 for command in (

@@ -28,7 +28,7 @@ class ProgressView:
         self.skipped = job["skipped_tasks"]
         self.batches = job["total_batches"]
         self.batch = job["current_batch"] or job["completed_batches"]
-        self.mode = ""
+        self.mode = job["batches"][self.batch - 1]["mode"] if self.batch else ""
         self.started = time.monotonic()
         self.tty = sys.stdout.isatty() if tty is None else tty
 
@@ -56,7 +56,7 @@ class ProgressView:
             self.batch, self.mode = payload["batch"], payload["mode"]
         if self.tty:
             click.echo("\r" + self.line(), nl=False)
-        elif event["type"] in {"batch_completed", "job_finished"}:
+        elif event["type"] == "batch_completed":
             click.echo(self.line())
 
     def close(self) -> None:
