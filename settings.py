@@ -73,11 +73,28 @@ class Settings:
     LOAD_SAMPLE: bool = False
     #: Logging level of every process.
     LOG_LEVEL: str = "INFO"
+    #: How often the scheduler's reconciler looks for stalled work, in seconds.
+    RECONCILE_INTERVAL_S: float = 30.0
+    #: Re-dispatch runs silent for this long, in seconds; unset: the time limit + 2 minutes.
+    STALL_TIMEOUT_S: float | None = None
+    #: Delete events and finished jobs older than this, in days.
+    RETENTION_DAYS: float = 30.0
+    #: How long the active scheduler's lease lasts unless renewed, in seconds.
+    SCHEDULER_LEASE_S: float = 30.0
+    #: How often schedulers renew or try to take the lease, and fire due schedules, in seconds.
+    SCHEDULER_TICK_S: float = 10.0
 
     @property
     def embedded(self) -> bool:
         """True when no Redis is configured: in-memory broker, worker threads in-process."""
         return not self.REDIS_URL
+
+    @property
+    def stall_timeout_s(self) -> float:
+        """Seconds without a sign of life after which a run is re-dispatched."""
+        if self.STALL_TIMEOUT_S is not None:
+            return self.STALL_TIMEOUT_S
+        return self.TASK_TIME_LIMIT_MS / 1000 + 120
 
     def replace(self, **overrides: Any) -> Settings:
         """Return a copy with ``overrides`` applied (used by tests and factories)."""

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from cli import db_commands, demo, jobs, projects, serve
+from cli import control, db_commands, demo, jobs, projects, serve
 from settings import SettingsError, from_env
 
 #: Exit codes.
@@ -18,6 +18,8 @@ Examples:
   handson import project.json             store a project from a JSON file
   handson enqueue 1 --batch-size 5 --wait start a job and follow it live
   handson status 7 --follow               show a job, then follow it
+  handson retry 7 --wait                  rerun the failed tasks of job 7
+  handson schedule add 1 --cron '0 3 * * *'  generate project 1 nightly
   handson db upgrade                      apply database migrations
 """
 
@@ -43,6 +45,9 @@ for command in (
     projects.import_command,
     jobs.enqueue_command,
     jobs.status_command,
+    control.cancel_command,
+    control.retry_command,
+    control.schedule,
     demo.demo_command,
     serve.serve_command,
 ):

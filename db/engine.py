@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, orm
@@ -80,6 +81,14 @@ def get_engine() -> sa.Engine:
     if _engine is None:
         raise NotConfiguredError(NotConfiguredError.__doc__)
     return _engine
+
+
+def upsert_insert(session: orm.Session, table: Any) -> Any:
+    """Return an ``INSERT`` for ``table`` that supports ``ON CONFLICT`` on this dialect."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 @contextlib.contextmanager

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy import orm
-from sqlalchemy.dialects import postgresql, sqlite
 
-from db.engine import session_scope
+from db.engine import session_scope, upsert_insert
 from db.models import HandsOn, Project, Task, TaskRun, utcnow
 from workers.generators.base import Dependency, GuideRequest
 
@@ -63,8 +62,7 @@ def save_guide(run_id: int, markdown: str, generator: str) -> None:
             "created_at": now,
             "updated_at": now,
         }
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        insert = dialect.insert(HandsOn).values(**values)
+        insert = upsert_insert(session, HandsOn).values(**values)
         session.execute(
             insert.on_conflict_do_update(
                 index_elements=[HandsOn.task_id],

@@ -35,69 +35,81 @@ def create_job(
     max_batch_size: int,
     max_tasks: int,
     max_retries: int | None = None,
+    session: orm.Session | None = None,
 ) -> CreatedJob:
     """Validate and plan a project, then write its job, batches and task runs at once.
 
-    Batch 1 is written as running; the caller dispatches it after this commits.
+    Batch 1 is written as running; the caller dispatches it after this commits. With
+    ``session``, the job is written in that session's transaction (a scheduler claims
+    a due time and writes its job in one transaction).
 
     Raises:
       NotFoundError: when the project does not exist.
       pipelines.PlanError: when the batch size or the project's graph is invalid.
     """
     pipelines.check_batch_size(batch_size, maximum=max_batch_size)
-    with session_scope() as session:
-        project = session.get(
-            Project,
-            project_id,
-            options=[orm.selectinload(Project.tasks).selectinload(Task.depends_on)],
-        )
-        if project is None:
-            raise NotFoundError(f"project {project_id} does not exist")
-        by_key = {task.key: task for task in project.tasks}
-        nodes = [
-            pipelines.TaskNode(task.key, tuple(dep.key for dep in task.depends_on))
-            for task in project.tasks
-        ]
-        pipelines.validate_graph(nodes, max_tasks=max_tasks)
-        plan = pipelines.plan_batches(nodes, batch_size)
+    if session is None:
+        with session_scope() as session:
+            return _write_job(session, project_id, batch_size, max_tasks, max_retries)
+    return _write_job(session, project_id, batch_size, max_tasks, max_retries)
 
-        now = utcnow()
-        job = Job(
-            project_id=project_id,
-            batch_size=batch_size,
-            max_retries=max_retries,
-            total_tasks=len(nodes),
-            total_batches=len(plan),
-            current_batch=1,
-        )
-        for index, planned in enumerate(plan, start=1):
-            batch = Batch(index=index, mode=planned.mode, total=len(planned.keys))
-            if index == 1:
-                batch.status, batch.started_at, batch.dispatches = BatchStatus.RUNNING, now, 1
-            batch.runs = [
-                TaskRun(job=job, task=by_key[key], position=position)
-                for position, key in enumerate(planned.keys)
-            ]
-            job.batches.append(batch)
-        session.add(job)
-        session.flush()
-        pipeline_count = sum(1 for planned in plan if planned.mode == pipelines.PIPELINE)
-        first = job.batches[0]
-        events.append(
-            session,
-            job.id,
-            [
-                (
-                    "job_started",
-                    {"tasks": len(nodes), "batches": len(plan), "pipelines": pipeline_count},
-                ),
-                (
-                    "batch_started",
-                    {"batch": 1, "mode": first.mode, "done": 0, "total": first.total},
-                ),
-            ],
-        )
-        return CreatedJob(job.id, first.id, len(plan), pipeline_count)
+
+def _write_job(
+    session: orm.Session, project_id: int, batch_size: int, max_tasks: int, max_retries: int | None
+) -> CreatedJob:
+    project = session.get(
+        Project,
+        project_id,
+        options=[orm.selectinload(Project.tasks).selectinload(Task.depends_on)],
+    )
+    if project is None:
+        raise NotFoundError(f"project {project_id} does not exist")
+    by_key = {task.key: task for task in project.tasks}
+    nodes = [
+        pipelines.TaskNode(task.key, tuple(dep.key for dep in task.depends_on))
+        for task in project.tasks
+    ]
+    pipelines.validate_graph(nodes, max_tasks=max_tasks)
+    plan = pipelines.plan_batches(nodes, batch_size)
+
+    now = utcnow()
+    job = Job(
+        project_id=project_id,
+        batch_size=batch_size,
+        max_retries=max_retries,
+        total_tasks=len(nodes),
+        total_batches=len(plan),
+        current_batch=1,
+    )
+    for index, planned in enumerate(plan, start=1):
+        batch = Batch(index=index, mode=planned.mode, total=len(planned.keys))
+        if index == 1:
+            batch.status, batch.started_at, batch.dispatched_at = BatchStatus.RUNNING, now, now
+            batch.dispatches = 1
+        batch.runs = [
+            TaskRun(job=job, task=by_key[key], position=position)
+            for position, key in enumerate(planned.keys)
+        ]
+        job.batches.append(batch)
+    session.add(job)
+    session.flush()
+    pipeline_count = sum(1 for planned in plan if planned.mode == pipelines.PIPELINE)
+    first = job.batches[0]
+    events.append(
+        session,
+        job.id,
+        [
+            (
+                "job_started",
+                {"tasks": len(nodes), "batches": len(plan), "pipelines": pipeline_count},
+            ),
+            (
+                "batch_started",
+                {"batch": 1, "mode": first.mode, "done": 0, "total": first.total},
+            ),
+        ],
+    )
+    return CreatedJob(job.id, first.id, len(plan), pipeline_count)
 
 
 def snapshot(job_id: int) -> dict[str, Any]:

@@ -204,6 +204,8 @@ class Batch(Base):
     cancelled: Mapped[int] = mapped_column(default=0)
     #: How many times the batch's messages were sent (1 unless repaired).
     dispatches: Mapped[int] = mapped_column(default=0)
+    #: When the batch's messages were last sent (the reconciler's sign of life).
+    dispatched_at: Mapped[dt.datetime | None]
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
 
@@ -234,6 +236,8 @@ class TaskRun(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
+    #: Last state change (start, retry, outcome): the reconciler's sign of life.
+    updated_at: Mapped[dt.datetime | None]
 
     job: Mapped[Job] = orm.relationship()
     batch: Mapped[Batch] = orm.relationship(back_populates="runs")
@@ -252,3 +256,30 @@ class Event(Base):
     type: Mapped[str] = mapped_column(sa.String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Schedule(Base):
+    """A recurring job: a project generated on a cron schedule."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id", ondelete="CASCADE"))
+    #: Five-field crontab expression, in UTC.
+    cron: Mapped[str] = mapped_column(sa.String(100))
+    batch_size: Mapped[int]
+    #: The next due time; claimed by a guarded update so it fires once.
+    next_run_at: Mapped[dt.datetime]
+    last_run_at: Mapped[dt.datetime | None]
+    last_job_id: Mapped[int | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Lease(Base):
+    """A named lease: the one holder whose lease has not expired is the active one."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(sa.String(200))
+    expires_at: Mapped[dt.datetime]

@@ -84,7 +84,12 @@ def start_run(run_id: int) -> tuple[Start, Outcome]:
         attempt = session.execute(
             sa.update(TaskRun)
             .where(TaskRun.id == run_id, TaskRun.status.in_(UNFINISHED_RUN_STATES))
-            .values(status=RunStatus.RUNNING, attempts=TaskRun.attempts + 1, started_at=utcnow())
+            .values(
+                status=RunStatus.RUNNING,
+                attempts=TaskRun.attempts + 1,
+                started_at=utcnow(),
+                updated_at=utcnow(),
+            )
             .returning(TaskRun.attempts)
         ).scalar_one_or_none()
         if attempt is None:
@@ -106,7 +111,7 @@ def record_retry(run_id: int, error: str) -> None:
         row = session.execute(
             sa.update(TaskRun)
             .where(TaskRun.id == run_id, TaskRun.status.in_(UNFINISHED_RUN_STATES))
-            .values(status=RunStatus.QUEUED, error=error)
+            .values(status=RunStatus.QUEUED, error=error, updated_at=utcnow())
             .returning(TaskRun.job_id, TaskRun.task_id, TaskRun.attempts)
         ).one_or_none()
         if row is not None:
@@ -131,7 +136,7 @@ def _finish(session: orm.Session, run_id: int, status: RunStatus, error: str | N
     run = session.execute(
         sa.update(TaskRun)
         .where(TaskRun.id == run_id, TaskRun.status.in_(UNFINISHED_RUN_STATES))
-        .values(status=status, error=error, finished_at=now)
+        .values(status=status, error=error, finished_at=now, updated_at=now)
         .returning(TaskRun.job_id, TaskRun.batch_id, TaskRun.position, TaskRun.task_id)
     ).one_or_none()
     if run is None:
@@ -149,7 +154,7 @@ def _finish(session: orm.Session, run_id: int, status: RunStatus, error: str | N
     next_batch = None
     if completed:
         new_events.append(("batch_completed", _batch_payload(batch)))
-        next_batch = _start_next_batch(session, run.job_id, batch.index, now)
+        next_batch = start_next_batch(session, run.job_id, batch.index, now)
         if next_batch is not None:
             new_events.append(("batch_started", _batch_payload(next_batch)))
 
@@ -160,7 +165,7 @@ def _finish(session: orm.Session, run_id: int, status: RunStatus, error: str | N
 
     job_status = None
     if completed and next_batch is None and job.completed_batches == job.total_batches:
-        job_status = _finalize(session, run.job_id, now)
+        job_status = finalize(session, run.job_id, now)
     return Outcome(
         recorded=True,
         next_batch_id=None if next_batch is None else next_batch.id,
@@ -221,16 +226,19 @@ def _count_in_batch(
     return batch, completed == 1
 
 
-def _start_next_batch(
-    session: orm.Session, job_id: int, index: int, now: Any
-) -> sa.Row[Any] | None:
+def start_next_batch(session: orm.Session, job_id: int, index: int, now: Any) -> sa.Row[Any] | None:
     """Mark the batch after ``index`` running, once; return it, or None when there is none."""
     return session.execute(
         sa.update(Batch)
         .where(
             Batch.job_id == job_id, Batch.index == index + 1, Batch.status == BatchStatus.PENDING
         )
-        .values(status=BatchStatus.RUNNING, started_at=now, dispatches=Batch.dispatches + 1)
+        .values(
+            status=BatchStatus.RUNNING,
+            started_at=now,
+            dispatched_at=now,
+            dispatches=Batch.dispatches + 1,
+        )
         .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
     ).one_or_none()
 
@@ -273,8 +281,8 @@ def _count_in_job(
     ).one()
 
 
-def _finalize(session: orm.Session, job_id: int, now: Any) -> str | None:
-    """Give a running job its final status from its counters, once."""
+def finalize(session: orm.Session, job_id: int, now: Any) -> str | None:
+    """Give a running job its final status from its counters, once; return it."""
     final = sa.case(
         (
             sa.and_(Job.failed_tasks == 0, Job.skipped_tasks == 0, Job.cancelled_tasks == 0),

@@ -17,7 +17,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-
     op.create_table(
         "projects",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -179,7 +178,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-
     with op.batch_alter_table("task_runs", schema=None) as batch_op:
         batch_op.drop_index("ix_task_runs_task_id")
         batch_op.drop_index("ix_task_runs_batch_position")

@@ -1,0 +1,155 @@
+"""Find work that stalled (lost messages, crashed processes) and set it going again.
+
+The database is the source of truth and Redis only the transport: if messages vanish
+(a flushed or restarted Redis, a crash between commit and send), the runs they carried
+stay unfinished with no sign of life, and this re-dispatches them. Re-dispatching is
+safe because outcomes are counted once. A pass that finds nothing costs three SELECTs
+and no Redis command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from db import events, progress
+from db.engine import session_scope
+from db.models import (
+    UNFINISHED_RUN_STATES,
+    Batch,
+    BatchStatus,
+    Job,
+    JobStatus,
+    TaskRun,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Repair:
+    """One repair: what was done to which job, and the batch to dispatch after commit."""
+
+    job_id: int
+    description: str
+    dispatch_batch_id: int | None = None
+
+
+def _stalled_batches(session: orm.Session, cutoff: dt.datetime) -> list[sa.Row]:  # type: ignore[type-arg]
+    """Running batches of running jobs whose unfinished runs all show no sign of life."""
+    last_sign = sa.func.max(sa.func.coalesce(TaskRun.updated_at, _EPOCH))
+    return list(
+        session.execute(
+            sa.select(
+                Batch.id, Batch.job_id, Batch.index, Batch.dispatches, sa.func.count(TaskRun.id)
+            )
+            .join(TaskRun, TaskRun.batch_id == Batch.id)
+            .join(Job, Job.id == Batch.job_id)
+            .where(
+                Job.status == JobStatus.RUNNING,
+                Batch.status == BatchStatus.RUNNING,
+                Batch.dispatched_at < cutoff,
+                TaskRun.status.in_(UNFINISHED_RUN_STATES),
+            )
+            .group_by(Batch.id, Batch.job_id, Batch.index, Batch.dispatches)
+            .having(last_sign < cutoff)
+        )
+    )
+
+
+def _redispatch(session: orm.Session, batch: sa.Row, stall_s: float) -> Repair | None:  # type: ignore[type-arg]
+    claimed = session.execute(
+        sa.update(Batch)
+        .where(
+            Batch.id == batch.id,
+            Batch.status == BatchStatus.RUNNING,
+            Batch.dispatches == batch.dispatches,  # another reconciler got here first
+        )
+        .values(dispatched_at=utcnow(), dispatches=Batch.dispatches + 1)
+    ).rowcount
+    if not claimed:
+        return None
+    tasks = batch[4]
+    text = f"re-dispatched {tasks} stalled task(s) of batch {batch.index}"
+    payload = {"batch": batch.index, "tasks": tasks, "stall_timeout_s": stall_s}
+    events.append(session, batch.job_id, [("batch_redispatched", payload)])
+    return Repair(batch.job_id, text, batch.id)
+
+
+def _orphaned_successors(session: orm.Session) -> list[Repair]:
+    """Start a pending batch whose predecessor completed (defence in depth)."""
+    previous = orm.aliased(Batch)
+    rows = session.execute(
+        sa.select(previous.job_id, previous.index)
+        .join(Batch, sa.and_(Batch.job_id == previous.job_id, Batch.index == previous.index + 1))
+        .join(Job, Job.id == previous.job_id)
+        .where(
+            Job.status == JobStatus.RUNNING,
+            previous.status == BatchStatus.COMPLETED,
+            Batch.status == BatchStatus.PENDING,
+        )
+    ).all()
+    repairs = []
+    for job_id, index in rows:
+        started = progress.start_next_batch(session, job_id, index, utcnow())
+        if started is not None:
+            payload = {
+                "batch": started.index,
+                "mode": started.mode,
+                "done": 0,
+                "total": started.total,
+            }
+            events.append(session, job_id, [("batch_started", payload)])
+            repairs.append(Repair(job_id, f"started batch {started.index}", started.id))
+    return repairs
+
+
+def _unfinalized_jobs(session: orm.Session) -> list[Repair]:
+    """Finalize running jobs whose every batch is done (defence in depth)."""
+    job_ids = session.scalars(
+        sa.select(Job.id).where(
+            Job.status == JobStatus.RUNNING, Job.completed_batches >= Job.total_batches
+        )
+    ).all()
+    repairs = []
+    for job_id in job_ids:
+        status = progress.finalize(session, job_id, utcnow())
+        if status is not None:
+            repairs.append(Repair(job_id, f"finalized the job as {status}"))
+    return repairs
+
+
+def find_repairs(stall_timeout_s: float) -> list[Repair]:
+    """Claim every repair due now, in one transaction; dispatch the returned batches after."""
+    cutoff = utcnow() - dt.timedelta(seconds=stall_timeout_s)
+    with session_scope() as session:
+        repairs = [
+            repair
+            for batch in _stalled_batches(session, cutoff)
+            if (repair := _redispatch(session, batch, stall_timeout_s)) is not None
+        ]
+        repairs += _orphaned_successors(session)
+        repairs += _unfinalized_jobs(session)
+    return repairs
+
+
+def reconcile(stall_timeout_s: float) -> list[Repair]:
+    """Find and perform repairs; return them (each is also an event and a log line)."""
+    # Imported here: pipelines imports the workers, which import db.
+    import pipelines
+
+    repairs = find_repairs(stall_timeout_s)
+    for repair in repairs:
+        logger.warning(
+            "Job %d: %s.", repair.job_id, repair.description, extra={"action": "reconcile"}
+        )
+        if repair.dispatch_batch_id is not None:
+            pipelines.dispatch_batch(repair.dispatch_batch_id)
+    return repairs
