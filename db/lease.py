@@ -31,8 +31,9 @@ def acquire(name: str, holder: str, *, ttl_s: float) -> bool:
             upsert_insert(session, Lease)
             .values(name=name, holder=holder, expires_at=expires)
             .on_conflict_do_nothing(index_elements=[Lease.name])
-        ).rowcount
-        return inserted == 1
+            .returning(Lease.name)
+        ).scalar_one_or_none()
+        return inserted is not None
 
 
 def release(name: str, holder: str) -> None:

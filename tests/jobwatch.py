@@ -8,8 +8,10 @@ from typing import Any
 from db import jobs, listen
 
 
-def wait_for_job(job_id: int, timeout: float = 60.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Follow the job's events until it ends; return its snapshot and every event seen.
+def wait_for_job(
+    job_id: int, timeout: float = 60.0, *, after_seq: int = 0
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Follow the job's events after ``after_seq`` until it ends; return its snapshot and them.
 
     Raises:
       AssertionError: when the job has not ended within ``timeout`` seconds.
@@ -19,7 +21,7 @@ def wait_for_job(job_id: int, timeout: float = 60.0) -> tuple[dict[str, Any], li
 
     def consume() -> None:
         try:
-            seen.extend(listen.watch(job_id))
+            seen.extend(listen.watch(job_id, after_seq))
         except BaseException as error:  # surfaced to the test below
             errors.append(error)
 
