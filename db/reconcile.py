@@ -43,23 +43,26 @@ class Repair:
 
 
 def _stalled_batches(session: orm.Session, cutoff: dt.datetime) -> list[sa.Row]:  # type: ignore[type-arg]
-    """Running batches of running jobs whose unfinished runs all show no sign of life."""
+    """Running batches of running jobs with unfinished runs and no sign of life since cutoff.
+
+    A sign of life is any run of the batch changing state (a start, a retry, an outcome)
+    or the batch being sent: a pipeline between two steps shows none, but its last step
+    finished recently.
+    """
     last_sign = sa.func.max(sa.func.coalesce(TaskRun.updated_at, _EPOCH))
+    unfinished = sa.func.sum(sa.case((TaskRun.status.in_(UNFINISHED_RUN_STATES), 1), else_=0))
     return list(
         session.execute(
-            sa.select(
-                Batch.id, Batch.job_id, Batch.index, Batch.dispatches, sa.func.count(TaskRun.id)
-            )
+            sa.select(Batch.id, Batch.job_id, Batch.index, Batch.dispatches, unfinished)
             .join(TaskRun, TaskRun.batch_id == Batch.id)
             .join(Job, Job.id == Batch.job_id)
             .where(
                 Job.status == JobStatus.RUNNING,
                 Batch.status == BatchStatus.RUNNING,
                 Batch.dispatched_at < cutoff,
-                TaskRun.status.in_(UNFINISHED_RUN_STATES),
             )
             .group_by(Batch.id, Batch.job_id, Batch.index, Batch.dispatches)
-            .having(last_sign < cutoff)
+            .having(sa.and_(last_sign < cutoff, unfinished > 0))
         )
     )
 

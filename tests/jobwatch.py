@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from db import jobs, listen
@@ -33,3 +34,31 @@ def wait_for_job(
     snapshot = jobs.snapshot(job_id)
     assert not thread.is_alive(), f"job {job_id} did not end in {timeout} s: {snapshot['status']}"
     return snapshot, seen
+
+
+def wait_for_event(
+    job_id: int, matches: Callable[[dict[str, Any]], bool], timeout: float = 60.0
+) -> dict[str, Any]:
+    """Follow the job's events until one ``matches``; return it.
+
+    Raises:
+      AssertionError: when no such event came within ``timeout`` seconds.
+    """
+    found: list[dict[str, Any]] = []
+
+    def consume() -> None:
+        for event in listen.watch(job_id):
+            if matches(event):
+                found.append(event)
+                return
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert found, f"no matching event of job {job_id} in {timeout} s"
+    return found[0]
+
+
+def batch_started(index: int) -> Callable[[dict[str, Any]], bool]:
+    """Match the event of batch ``index`` starting."""
+    return lambda e: e["type"] == "batch_started" and e["payload"]["batch"] == index

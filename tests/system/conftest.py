@@ -1,0 +1,30 @@
+"""System-test fixtures: a cluster of real processes on real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from processkit import Cluster
+from workerkit import fast_settings
+
+from db import listen, projects
+from samples import load_sample
+from workers import broker as worker_setup
+
+
+@pytest.fixture
+def cluster(redis_url: str, postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    """Processes of ours on the test servers; this process sends and listens as a client."""
+    worker_setup.configure(fast_settings(postgres_url, REDIS_URL=redis_url))
+    cluster = Cluster(redis_url=redis_url, database_url=postgres_url, log_dir=tmp_path)
+    yield cluster
+    cluster.stop_all()
+    listen.get_hub().close()
+
+
+@pytest.fixture
+def sample_project_id(cluster: Cluster) -> int:
+    """The 62-task sample project, stored."""
+    return projects.create_project(projects.parse_project(load_sample(), max_tasks=1000))
