@@ -17,37 +17,52 @@ logger = logging.getLogger(__name__)
 def create_app(
     overrides: dict[str, Any] | None = None, *, settings: Settings | None = None
 ) -> Flask:
-    """Create the web app.
+    """Create the web app: pages, JSON API, event streams, health check.
 
     Parameters:
       overrides: settings fields (``DATABASE_URL``...) and Flask config keys to override.
       settings: the settings to start from (default: read from the environment).
+
+    Raises:
+      web.security.SecretKeyMissingError: when ``SECRET_KEY`` is unset outside debug,
+        testing and the embedded mode.
     """
+    from web import security
+
     overrides = dict(overrides or {})
     settings = settings or get_settings()
     known = {field.name for field in dataclasses.fields(Settings)}
     settings = settings.replace(**{k: v for k, v in overrides.items() if k in known})
 
     app = Flask(__name__)
-    app.config.from_mapping(
-        SECRET_KEY=settings.SECRET_KEY or "embedded-dev-only",
+    app.config.update({k: v for k, v in overrides.items() if k not in known})
+    relaxed = bool(app.debug or app.testing)
+    app.config.update(
+        SECRET_KEY=security.secret_key(
+            configured=settings.SECRET_KEY, embedded=settings.embedded, relaxed=relaxed
+        ),
         MAX_CONTENT_LENGTH=settings.MAX_CONTENT_LENGTH,
         HANDSON=settings,
     )
-    app.config.update({k: v for k, v in overrides.items() if k not in known})
 
     from workers import broker as worker_setup
 
     broker = worker_setup.configure(settings)
     if settings.LOAD_SAMPLE:
         _load_sample_once(settings)
-    if settings.embedded and not app.config.get("TESTING"):
+    if settings.embedded and not app.testing:
         _start_embedded_worker(broker, settings)
 
-    from web import views
-
-    app.register_blueprint(views.bp)
+    _register(app)
     return app
+
+
+def _register(app: Flask) -> None:
+    from web import api, errors, events, health, security, views
+
+    security.init_app(app)
+    for blueprint in (errors.bp, views.bp, api.bp, events.bp, health.bp):
+        app.register_blueprint(blueprint)
 
 
 def _load_sample_once(settings: Settings) -> None:

@@ -1,34 +1,173 @@
-"""Pages: a bare list of projects and jobs (the full UI is built on top of it)."""
+"""Pages: projects (form, detail, guides download), jobs (list, live page), guides."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from flask import Blueprint, abort, render_template
+import re
+from typing import Any
 
-from db import jobs, session_scope
-from db.models import Project, Task
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.exceptions import RequestEntityTooLarge
+
+import pipelines
+from db import jobs, projects
+from web import forms, queries
+from web.markdown import render
+from web.security import check_csrf
 
 bp = Blueprint("views", __name__)
+bp.before_request(check_csrf)
+
+#: Jobs per page of the jobs list.
+JOBS_PER_PAGE = 20
+_TASK_FIELD = re.compile(r"^tasks\[(\d+)\]")
+
+
+def _settings() -> Any:
+    return current_app.config["HANDSON"]
+
+
+def _friendly(message: str, field: str | None) -> str:
+    """Name the form line of a task field (``tasks[2].title`` is line 3)."""
+    match = _TASK_FIELD.match(field or "")
+    if match and not message.lower().startswith("line"):
+        return f"Line {int(match.group(1)) + 1}: {message}"
+    return message
+
+
+def _form_error(form: dict[str, str], message: str, field: str | None, status: int) -> Any:
+    error = {"message": _friendly(message, field), "field": field}
+    return render_template("project_new.html", form=form, error=error), status
 
 
 @bp.get("/")
 def index() -> str:
-    """List projects (with their task counts) and the newest jobs."""
-    with session_scope() as session:
-        projects = session.execute(
-            sa.select(Project.id, Project.name, sa.func.count(Task.id).label("tasks"))
-            .outerjoin(Task, Task.project_id == Project.id)
-            .group_by(Project.id, Project.name)
-            .order_by(Project.id.desc())
-        ).all()
-    return render_template("index.html", projects=projects, jobs=jobs.recent_jobs())
+    """List projects and the newest jobs."""
+    return render_template(
+        "index.html",
+        projects=queries.list_projects(),
+        jobs=queries.jobs_page(1, 10)["items"],
+    )
+
+
+@bp.get("/projects/new")
+def new_project() -> str:
+    """Show the project form."""
+    return render_template("project_new.html", form={}, error=None)
+
+
+@bp.post("/projects")
+def create_project() -> Any:
+    """Create a project from the form (typed tasks or a JSON file); errors come back on it."""
+    form = {key: request.form.get(key, "") for key in ("name", "description", "tasks")}
+    upload = request.files.get("file")
+    max_tasks = _settings().MAX_TASKS
+    try:
+        if upload is not None and upload.filename:
+            spec = projects.parse_project_json(upload.read(), max_tasks=max_tasks)
+        else:
+            document = forms.project_document(form["name"], form["description"], form["tasks"])
+            spec = projects.parse_project(document, max_tasks=max_tasks)
+    except (pipelines.PlanError, forms.TaskLineError) as error:
+        return _form_error(form, str(error), error.field, 422)
+    project_id = projects.create_project(spec)
+    return redirect(url_for("views.project", project_id=project_id), 303)
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(error: RequestEntityTooLarge) -> Any:
+    limit = _settings().MAX_CONTENT_LENGTH
+    message = f"The upload is too large: at most {limit:,} bytes are accepted."
+    if request.endpoint == "views.create_project":
+        return _form_error({}, message, "file", 413)
+    return render_template("error.html", status=413, message=message, code="too_large"), 413
+
+
+@bp.get("/projects/<int:project_id>")
+def project(project_id: int) -> str:
+    """Show a project's tasks with their dependencies, and the generate form."""
+    data = queries.project_data(project_id)
+    if data is None:
+        abort(404)
+    return render_template(
+        "project.html", project=data, batch_size=_settings().BATCH_SIZE, error=None
+    )
+
+
+@bp.post("/projects/<int:project_id>/jobs")
+def start_job(project_id: int) -> Any:
+    """Start a generation job and go to its page."""
+    settings = _settings()
+    raw = request.form.get("batch_size", "").strip()
+    try:
+        batch_size = int(raw) if raw else settings.BATCH_SIZE
+        job_id = pipelines.submit_job(
+            project_id,
+            batch_size=batch_size,
+            max_batch_size=settings.MAX_BATCH_SIZE,
+            max_tasks=settings.MAX_TASKS,
+        )
+    except jobs.NotFoundError:
+        abort(404)
+    except (ValueError, pipelines.PlanError) as error:
+        data = queries.project_data(project_id)
+        if data is None:
+            abort(404)
+        message = str(error) if isinstance(error, pipelines.PlanError) else "not a number"
+        return render_template(
+            "project.html", project=data, batch_size=raw, error=f"Batch size: {message}"
+        ), 422
+    return redirect(url_for("views.job", job_id=job_id), 303)
+
+
+@bp.get("/projects/<int:project_id>/guides.md")
+def download_guides(project_id: int) -> Response:
+    """Download every guide of the project as one Markdown file."""
+    found = queries.project_guides(project_id)
+    if found is None:
+        abort(404)
+    name, guides = found
+    parts = [f"# {name}\n"]
+    for title, markdown in guides:
+        parts.append(f"\n---\n\n## {title}\n\n{markdown or '_Not generated yet._'}\n")
+    filename = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "project"
+    return Response(
+        "".join(parts),
+        mimetype="text/markdown",
+        headers={"Content-Disposition": f'attachment; filename="{filename}-guides.md"'},
+    )
+
+
+@bp.get("/jobs")
+def job_list() -> str:
+    """List jobs newest first, paginated (``?page=``)."""
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    return render_template("jobs.html", page=queries.jobs_page(page, JOBS_PER_PAGE))
 
 
 @bp.get("/jobs/<int:job_id>")
 def job(job_id: int) -> str:
-    """Show one job: its counters and batches."""
+    """Show a job; the page then follows the job live through its event stream."""
     try:
         data = jobs.snapshot(job_id)
     except jobs.NotFoundError:
         abort(404)
     return render_template("job.html", job=data)
+
+
+@bp.get("/tasks/<int:task_id>/guide")
+def guide(task_id: int) -> str:
+    """Show a task's guide, rendered from Markdown and sanitized."""
+    data = queries.guide_data(task_id)
+    if data is None:
+        abort(404)
+    html = None if data["markdown"] is None else render(data["markdown"])
+    return render_template("guide.html", guide=data, html=html)

@@ -8,13 +8,13 @@ settings or broker.
 from __future__ import annotations
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Retries
 
 import db
 from settings import Settings, get_settings
 from workers.middleware import Progress
+from workers.redis_broker import FrugalRedisBroker
 
 _current: Settings = get_settings()
 
@@ -22,7 +22,7 @@ _current: Settings = get_settings()
 def build_broker(settings: Settings) -> dramatiq.Broker:
     """Return the Redis broker when ``REDIS_URL`` is set, else an in-memory broker."""
     if settings.REDIS_URL:
-        broker: dramatiq.Broker = RedisBroker(url=settings.REDIS_URL)
+        broker: dramatiq.Broker = FrugalRedisBroker(url=settings.REDIS_URL)
     else:
         broker = StubBroker()
         # Fail-fast re-raises actor errors in broker.join(): that is for unit tests; here

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -77,3 +78,9 @@ def test_one_of_two_schedulers_is_active_and_the_other_takes_over(
     time.sleep(3)
     assert job_count() == 2
     print(f"scheduler takeover after {takeover_s:.1f} s")
+
+    # And SIGTERM stops the active scheduler promptly, handing the lease back
+    standby.send_signal(signal.SIGTERM)
+    standby.wait(timeout=10)
+    assert standby.returncode == 0
+    assert lease.holder_of(LEASE_NAME) is None

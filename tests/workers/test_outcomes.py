@@ -139,4 +139,3 @@ def test_concurrent_duplicates_of_a_running_message_are_counted_once(
     assert sum(e["type"] == "batch_started" for e in events) == 2
     assert _counts(job_id)["dispatches"] == [1, 1]
     assert sum(e["type"] == "job_finished" for e in events) == 1
-
