@@ -1,0 +1,90 @@
+"""One app-wide error handler: JSON for API clients, an HTML page for browsers.
+
+Every error a client sees has the same shape, ``{"error": {"code", "message", "field"}}``
+for JSON; no stack trace ever leaves the server (500s are logged, then answered with a
+generic message).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("errors", __name__)
+
+
+class ApiError(Exception):
+    """Raised by views to answer with a JSON (or HTML) error of a given status."""
+
+    def __init__(
+        self, status: int, message: str, *, code: str | None = None, field: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or _default_code(status)
+        self.field = field
+
+
+def _default_code(status: int) -> str:
+    return {
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "too_large",
+        415: "unsupported_media_type",
+        422: "invalid",
+        500: "internal_error",
+        503: "unavailable",
+    }.get(status, "error")
+
+
+def wants_json_response() -> bool:
+    """Return True when the client should get JSON: API paths or a JSON-preferring client."""
+    if request.path.startswith("/api/") or request.path == "/healthz":
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def error_response(
+    status: int, message: str, *, code: str | None = None, field: str | None = None
+) -> tuple[Any, int]:
+    """Return the error as JSON or as the HTML error page, with ``status``."""
+    code = code or _default_code(status)
+    if wants_json_response():
+        body = {"error": {"code": code, "message": message, "field": field}}
+        return jsonify(body), status
+    return render_template("error.html", status=status, message=message, code=code), status
+
+
+@bp.app_errorhandler(ApiError)
+def _api_error(error: ApiError) -> tuple[Any, int]:
+    return error_response(error.status, error.message, code=error.code, field=error.field)
+
+
+@bp.app_errorhandler(HTTPException)
+def _http_error(error: HTTPException) -> Any:
+    status = error.code or 500
+    body, status = error_response(status, error.description or error.name)
+    response = body if isinstance(body, Response) else Response(body, mimetype="text/html")
+    response.status_code = status
+    # Keep the headers the exception carries (Allow on 405, WWW-Authenticate on 401).
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+@bp.app_errorhandler(Exception)
+def _unexpected_error(error: Exception) -> tuple[Any, int]:
+    # session_scope() already rolled back the failed transaction; log, then answer plainly.
+    logger.exception("Unhandled error on %s %s.", request.method, request.path)
+    return error_response(500, "Something went wrong on our side; it was logged.")

@@ -1,0 +1,116 @@
+"""CSRF tokens for forms, the optional API bearer token, security headers, the secret key."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from flask import Flask, Response, current_app, request, session
+
+from web.errors import ApiError
+
+#: Session key and form field holding the CSRF token.
+CSRF_FIELD = "csrf_token"
+#: Methods that change state and therefore need a CSRF token (forms) or the API token.
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Only our own scripts, styles and images; no framing, no plugins, forms post to us only.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+class SecretKeyMissingError(RuntimeError):
+    """Raised when SECRET_KEY is unset outside debug, testing and embedded mode; set it."""
+
+
+def secret_key(*, configured: str | None, embedded: bool, relaxed: bool) -> str:
+    """Return the Flask secret key: the configured one, or a per-process one where allowed.
+
+    Parameters:
+      configured: the ``SECRET_KEY`` setting.
+      embedded: True in the embedded (single-process) mode.
+      relaxed: True in debug or testing.
+
+    Raises:
+      SecretKeyMissingError: when it is unset in a deployed (non-embedded) app.
+    """
+    if configured:
+        return configured
+    if embedded or relaxed:
+        # One process only, so a random key per process is enough (and unguessable).
+        return secrets.token_hex(32)
+    raise SecretKeyMissingError(
+        "SECRET_KEY is not set: set it to a long random string (for example the output of"
+        " `python -c 'import secrets; print(secrets.token_hex(32))'`); it is required"
+        " when REDIS_URL is set, outside debug and testing"
+    )
+
+
+def csrf_token() -> str:
+    """Return this session's CSRF token, creating it on first use (a Jinja global)."""
+    token = session.get(CSRF_FIELD)
+    if not token:
+        token = session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    return str(token)
+
+
+def check_csrf() -> None:
+    """Reject a form write whose CSRF token does not match the session's (400).
+
+    Raises:
+      ApiError: when the token is missing or wrong.
+    """
+    if request.method not in WRITE_METHODS:
+        return
+    expected = session.get(CSRF_FIELD)
+    sent = request.form.get(CSRF_FIELD, "")
+    if not expected or not hmac.compare_digest(str(expected), sent):
+        raise ApiError(
+            400,
+            "The form expired or was not sent by this site; reload the page and try again.",
+            code="csrf_failed",
+        )
+
+
+def check_api_token() -> None:
+    """When ``API_TOKEN`` is set, require ``Authorization: Bearer <token>`` on API writes.
+
+    Raises:
+      ApiError: 401 when the header is missing or the token is wrong.
+    """
+    token = current_app.config["HANDSON"].API_TOKEN
+    if not token or request.method not in WRITE_METHODS:
+        return
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip(), token):
+        raise ApiError(401, "This API needs `Authorization: Bearer <API_TOKEN>` for writes.")
+
+
+def add_security_headers(response: Response) -> Response:
+    """Set the security headers on every response."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Install the CSRF helper, the security headers and the 401 challenge header."""
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    app.after_request(add_security_headers)
+
+    @app.after_request
+    def _challenge(response: Response) -> Response:
+        if response.status_code == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="handson"'
+        return response
+
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
