@@ -43,6 +43,7 @@ class Cluster:
     log_dir: Path
     extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
+    logs: dict[int, Path] = dataclasses.field(default_factory=dict)
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The environment of a process of ours in this cluster."""
@@ -59,7 +60,8 @@ class Cluster:
 
     def start(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         """Start ``python -m <args>`` in its own process group, logging to a file."""
-        log = (self.log_dir / f"{name}-{len(self.processes)}.log").open("wb")
+        path = self.log_dir / f"{name}-{len(self.processes)}.log"
+        log = path.open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", *args],
             env=self.env(**env),
@@ -69,7 +71,12 @@ class Cluster:
             start_new_session=True,
         )
         self.processes.append(process)
+        self.logs[process.pid] = path
         return process
+
+    def log_of(self, process: subprocess.Popen[bytes]) -> str:
+        """Return what the process has logged so far."""
+        return self.logs[process.pid].read_text(errors="replace")
 
     def start_worker(self, threads: int = 4, **env: str) -> subprocess.Popen[bytes]:
         """Start ``dramatiq workers`` (one process) on our package, as the Procfile does."""

@@ -1,5 +1,6 @@
 """Our Dramatiq middleware, one class per module."""
 
 from workers.middleware.progress import Progress
+from workers.middleware.termination import GracefulTermination
 
-__all__ = ["Progress"]
+__all__ = ["GracefulTermination", "Progress"]
