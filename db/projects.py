@@ -49,11 +49,13 @@ class ProjectSpec:
     tasks: tuple[TaskSpec, ...]
 
 
-def _text(value: Any, field: str, *, limit: int, required: bool = True) -> str:
+def _text(
+    value: Any, field: str, *, limit: int, required: bool = True, number_ok: bool = False
+) -> str:
     if value is None and not required:
         return ""
-    if isinstance(value, int | float) and not isinstance(value, bool) and field.endswith("key"):
-        value = str(value)
+    if number_ok and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # a key may be a task's position: "depends_on": [3]
     if not isinstance(value, str):
         raise ProjectFormatError(f"{field} must be a string", field=field)
     value = value.strip()
@@ -74,14 +76,14 @@ def _task(index: int, raw: Any) -> TaskSpec:
     if not isinstance(depends_on, list):
         raise ProjectFormatError(f"{field}.depends_on must be a list of task keys", field=field)
     return TaskSpec(
-        key=_text(raw.get("key", index + 1), f"{field}.key", limit=MAX_KEY),
+        key=_text(raw.get("key", index + 1), f"{field}.key", limit=MAX_KEY, number_ok=True),
         title=_text(raw.get("title"), f"{field}.title", limit=MAX_TITLE),
         description=_text(
             raw.get("description"), f"{field}.description", limit=MAX_DESCRIPTION, required=False
         ),
         depends_on=tuple(  # dict.fromkeys: a repeated dependency counts once
             dict.fromkeys(
-                _text(dep, f"{field}.depends_on[{i}]", limit=MAX_KEY)
+                _text(dep, f"{field}.depends_on[{i}]", limit=MAX_KEY, number_ok=True)
                 for i, dep in enumerate(depends_on)
             )
         ),

@@ -152,3 +152,19 @@ def test_status_of_an_unknown_job_is_a_usage_error(run):
     result = run("status", "42")
     assert result.exit_code == 2
     assert "job 42 does not exist" in result.output
+
+
+def test_import_accepts_positions_as_keys_and_dependencies(run, tmp_path):
+    # Given tasks without keys, depending on each other by 1-based position
+    data = {
+        "name": "Numbered",
+        "tasks": [{"title": "First"}, {"title": "Second", "depends_on": [1]}],
+    }
+
+    # When the file is imported and run
+    assert run("import", write_project(tmp_path, data)).exit_code == 0
+    result = run("enqueue", "1", "--wait")
+
+    # Then "depends_on": [1] meant the first task: the two ran as one pipeline
+    assert result.exit_code == 0, result.output
+    assert "(0 groups, 1 pipelines" in result.output
