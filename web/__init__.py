@@ -77,7 +77,15 @@ def _load_sample_once(settings: Settings) -> None:
 
 
 def _start_embedded_worker(broker: Any, settings: Settings) -> None:
+    """Run worker threads and the scheduler's duties (reconciler...) in this process.
+
+    In the embedded mode no other process shares the in-memory broker, so the jobs of
+    this app are run, and repaired, here.
+    """
     from workers.embedded import EmbeddedWorker
+    from workers.scheduler import start_background
 
     worker = EmbeddedWorker(broker, threads=settings.EMBEDDED_WORKER_THREADS).start()
+    scheduler = start_background(settings)
     atexit.register(worker.stop)
+    atexit.register(scheduler.shutdown, wait=False)
