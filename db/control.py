@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -139,7 +141,10 @@ def retry_job(job_id: int) -> Retried:
         return _replan(session, job_id, job, runs)
 
 
-def _replan(session: orm.Session, job_id: int, job: sa.Row, runs: list[sa.Row]) -> Retried:  # type: ignore[type-arg]
+def _replan(
+    session: orm.Session, job_id: int, job: sa.Row[Any], runs: Sequence[sa.Row[Any]]
+) -> Retried:
+    """Write new batches for ``runs`` after the job's last batch; reset the runs and counters."""
     task_ids = {run.task_id for run in runs}
     deps = collections.defaultdict(list)
     for task_id, dep_id in session.execute(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -42,7 +43,7 @@ class Repair:
     dispatch_batch_id: int | None = None
 
 
-def _stalled_batches(session: orm.Session, cutoff: dt.datetime) -> list[sa.Row]:  # type: ignore[type-arg]
+def _stalled_batches(session: orm.Session, cutoff: dt.datetime) -> list[sa.Row[Any]]:
     """Running batches of running jobs with unfinished runs and no sign of life since cutoff.
 
     A sign of life is any run of the batch changing state (a start, a retry, an outcome)
@@ -67,7 +68,7 @@ def _stalled_batches(session: orm.Session, cutoff: dt.datetime) -> list[sa.Row]:
     )
 
 
-def _redispatch(session: orm.Session, batch: sa.Row, stall_s: float) -> Repair | None:  # type: ignore[type-arg]
+def _redispatch(session: orm.Session, batch: sa.Row[Any], stall_s: float) -> Repair | None:
     claimed = session.execute(
         sa.update(Batch)
         .where(
