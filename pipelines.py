@@ -220,10 +220,10 @@ def dispatch_batch(batch_id: int) -> int:
     # module-level import would be circular.
     import dramatiq
 
-    from db import progress
+    from db import dispatch
     from workers.actors.generate import generate_hands_on
 
-    spec = progress.load_dispatch(batch_id)
+    spec = dispatch.load_dispatch(batch_id)
     if spec is None or not spec.run_ids:
         return 0
     options = {} if spec.max_retries is None else {"max_retries": spec.max_retries}

@@ -16,16 +16,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from db import events
+from db import counters, events
 from db.engine import session_scope
 from db.models import (
     UNFINISHED_RUN_STATES,
     Batch,
     BatchMode,
-    BatchStatus,
-    HandsOn,
-    Job,
-    JobStatus,
     RunStatus,
     Task,
     TaskRun,
@@ -56,17 +52,6 @@ class Outcome:
     next_batch_id: int | None = None
     #: The job's final status when this change finalized it.
     job_status: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class DispatchSpec:
-    """What :func:`pipelines.dispatch_batch` needs to send a batch's messages."""
-
-    mode: str
-    run_ids: tuple[int, ...]
-    max_retries: int | None
-    #: For a pipeline resumed mid-way: the guide of the step before the first one sent.
-    previous_output: str | None = None
 
 
 def start_run(run_id: int) -> tuple[Start, Outcome]:
@@ -150,22 +135,22 @@ def _finish(session: orm.Session, run_id: int, status: RunStatus, error: str | N
             counts[RunStatus.SKIPPED] += 1
             new_events.append(("task_skipped", {"run": skipped.id, "task": skipped.task_id}))
 
-    batch, completed = _count_in_batch(session, run.batch_id, counts, now)
+    batch, completed = counters.count_in_batch(session, run.batch_id, counts, now)
     next_batch = None
     if completed:
-        new_events.append(("batch_completed", _batch_payload(batch)))
-        next_batch = start_next_batch(session, run.job_id, batch.index, now)
+        new_events.append(("batch_completed", counters.batch_payload(batch)))
+        next_batch = counters.start_next_batch(session, run.job_id, batch.index, now)
         if next_batch is not None:
-            new_events.append(("batch_started", _batch_payload(next_batch)))
+            new_events.append(("batch_started", counters.batch_payload(next_batch)))
 
-    job = _count_in_job(session, run.job_id, counts, completed, next_batch, len(new_events))
+    job = counters.count_in_job(session, run.job_id, counts, completed, next_batch, len(new_events))
     for _, payload in new_events:
-        payload["job"] = _job_counters(job)
+        payload["job"] = counters.job_counters(job)
     events.insert(session, run.job_id, job.event_seq, new_events)
 
     job_status = None
     if completed and next_batch is None and job.completed_batches == job.total_batches:
-        job_status = finalize(session, run.job_id, now)
+        job_status = counters.finalize(session, run.job_id, now)
     return Outcome(
         recorded=True,
         next_batch_id=None if next_batch is None else next_batch.id,
@@ -195,154 +180,3 @@ def _skip_rest_of_pipeline(
             .returning(TaskRun.id, TaskRun.task_id)
         )
     )
-
-
-def _count_in_batch(
-    session: orm.Session, batch_id: int, counts: collections.Counter[str], now: Any
-) -> tuple[sa.Row[Any], bool]:
-    """Move the batch's counters; return its row and whether this change completed it."""
-    added = sum(counts.values())
-    batch = session.execute(
-        sa.update(Batch)
-        .where(Batch.id == batch_id)
-        .values(
-            done=Batch.done + added,
-            succeeded=Batch.succeeded + counts[RunStatus.SUCCEEDED],
-            failed=Batch.failed + counts[RunStatus.FAILED],
-            skipped=Batch.skipped + counts[RunStatus.SKIPPED],
-            cancelled=Batch.cancelled + counts[RunStatus.CANCELLED],
-        )
-        .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
-    ).one()
-    # The row lock serializes these increments: exactly one change crosses the total.
-    crossed = batch.done - added < batch.total <= batch.done
-    if not crossed or batch.status != BatchStatus.RUNNING:
-        return batch, False
-    completed = session.execute(
-        sa.update(Batch)
-        .where(Batch.id == batch_id, Batch.status == BatchStatus.RUNNING)
-        .values(status=BatchStatus.COMPLETED, finished_at=now)
-    ).rowcount
-    return batch, completed == 1
-
-
-def start_next_batch(session: orm.Session, job_id: int, index: int, now: Any) -> sa.Row[Any] | None:
-    """Mark the batch after ``index`` running, once; return it, or None when there is none."""
-    return session.execute(
-        sa.update(Batch)
-        .where(
-            Batch.job_id == job_id, Batch.index == index + 1, Batch.status == BatchStatus.PENDING
-        )
-        .values(
-            status=BatchStatus.RUNNING,
-            started_at=now,
-            dispatched_at=now,
-            dispatches=Batch.dispatches + 1,
-        )
-        .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
-    ).one_or_none()
-
-
-def _count_in_job(
-    session: orm.Session,
-    job_id: int,
-    counts: collections.Counter[str],
-    completed: bool,
-    next_batch: sa.Row[Any] | None,
-    new_events: int,
-) -> sa.Row[Any]:
-    values: dict[str, Any] = {
-        "done_tasks": Job.done_tasks + sum(counts.values()),
-        "succeeded_tasks": Job.succeeded_tasks + counts[RunStatus.SUCCEEDED],
-        "failed_tasks": Job.failed_tasks + counts[RunStatus.FAILED],
-        "skipped_tasks": Job.skipped_tasks + counts[RunStatus.SKIPPED],
-        "cancelled_tasks": Job.cancelled_tasks + counts[RunStatus.CANCELLED],
-        "event_seq": Job.event_seq + new_events,
-    }
-    if completed:
-        values["completed_batches"] = Job.completed_batches + 1
-    if next_batch is not None:
-        values["current_batch"] = next_batch.index
-    return session.execute(
-        sa.update(Job)
-        .where(Job.id == job_id)
-        .values(**values)
-        .returning(
-            Job.event_seq,
-            Job.total_tasks,
-            Job.done_tasks,
-            Job.succeeded_tasks,
-            Job.failed_tasks,
-            Job.skipped_tasks,
-            Job.cancelled_tasks,
-            Job.completed_batches,
-            Job.total_batches,
-        )
-    ).one()
-
-
-def finalize(session: orm.Session, job_id: int, now: Any) -> str | None:
-    """Give a running job its final status from its counters, once; return it."""
-    final = sa.case(
-        (
-            sa.and_(Job.failed_tasks == 0, Job.skipped_tasks == 0, Job.cancelled_tasks == 0),
-            JobStatus.SUCCEEDED.value,
-        ),
-        (Job.succeeded_tasks == 0, JobStatus.FAILED.value),
-        else_=JobStatus.PARTIAL.value,
-    )
-    job = session.execute(
-        sa.update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-        .values(status=final, finished_at=now, current_batch=None)
-        .returning(Job.status, Job.done_tasks, Job.succeeded_tasks, Job.failed_tasks)
-    ).one_or_none()
-    if job is None:
-        return None
-    events.append(session, job_id, [("job_finished", {"status": job.status})])
-    return job.status
-
-
-def _batch_payload(batch: sa.Row[Any]) -> dict[str, Any]:
-    return {"batch": batch.index, "mode": batch.mode, "done": batch.done, "total": batch.total}
-
-
-def _job_counters(job: sa.Row[Any]) -> dict[str, int]:
-    return {
-        "done": job.done_tasks,
-        "total": job.total_tasks,
-        "succeeded": job.succeeded_tasks,
-        "failed": job.failed_tasks,
-        "skipped": job.skipped_tasks,
-        "cancelled": job.cancelled_tasks,
-    }
-
-
-def load_dispatch(batch_id: int) -> DispatchSpec | None:
-    """Return what to send for a running batch: its unfinished runs in order."""
-    with session_scope() as session:
-        batch = session.execute(
-            sa.select(Batch.mode, Batch.status, Job.max_retries)
-            .join(Job, Job.id == Batch.job_id)
-            .where(Batch.id == batch_id)
-        ).one_or_none()
-        if batch is None or batch.status != BatchStatus.RUNNING:
-            return None
-        runs = session.execute(
-            sa.select(TaskRun.id, TaskRun.status, TaskRun.task_id)
-            .where(TaskRun.batch_id == batch_id)
-            .order_by(TaskRun.position)
-        ).all()
-        pending = [i for i, run in enumerate(runs) if run.status in UNFINISHED_RUN_STATES]
-        previous_output = None
-        if batch.mode == BatchMode.PIPELINE and pending and pending[0] > 0:
-            previous_task = runs[pending[0] - 1].task_id
-            previous_output = session.scalar(
-                sa.select(HandsOn.markdown).where(HandsOn.task_id == previous_task)
-            )
-        return DispatchSpec(
-            mode=batch.mode,
-            run_ids=tuple(runs[i].id for i in pending),
-            max_retries=batch.max_retries,
-            previous_output=previous_output,
-        )

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from db import events, progress
+from db import counters, events
 from db.engine import session_scope
 from db.models import (
     UNFINISHED_RUN_STATES,
@@ -102,7 +102,7 @@ def _orphaned_successors(session: orm.Session) -> list[Repair]:
     ).all()
     repairs = []
     for job_id, index in rows:
-        started = progress.start_next_batch(session, job_id, index, utcnow())
+        started = counters.start_next_batch(session, job_id, index, utcnow())
         if started is not None:
             payload = {
                 "batch": started.index,
@@ -124,7 +124,7 @@ def _unfinalized_jobs(session: orm.Session) -> list[Repair]:
     ).all()
     repairs = []
     for job_id in job_ids:
-        status = progress.finalize(session, job_id, utcnow())
+        status = counters.finalize(session, job_id, utcnow())
         if status is not None:
             repairs.append(Repair(job_id, f"finalized the job as {status}"))
     return repairs

@@ -1,0 +1,138 @@
+"""Batch and job counters, moved atomically in SQL within an outcome's transaction.
+
+The batch row's lock serializes the increments of its tasks' outcomes, so exactly one
+change crosses a batch's total: that change alone completes the batch, starts the next
+one and, after the last, finalizes the job.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from db import events
+from db.models import Batch, BatchStatus, Job, JobStatus, RunStatus
+
+
+def count_in_batch(
+    session: orm.Session, batch_id: int, counts: collections.Counter[str], now: Any
+) -> tuple[sa.Row[Any], bool]:
+    """Move the batch's counters; return its row and whether this change completed it."""
+    added = sum(counts.values())
+    batch = session.execute(
+        sa.update(Batch)
+        .where(Batch.id == batch_id)
+        .values(
+            done=Batch.done + added,
+            succeeded=Batch.succeeded + counts[RunStatus.SUCCEEDED],
+            failed=Batch.failed + counts[RunStatus.FAILED],
+            skipped=Batch.skipped + counts[RunStatus.SKIPPED],
+            cancelled=Batch.cancelled + counts[RunStatus.CANCELLED],
+        )
+        .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
+    ).one()
+    # The row lock serializes these increments: exactly one change crosses the total.
+    crossed = batch.done - added < batch.total <= batch.done
+    if not crossed or batch.status != BatchStatus.RUNNING:
+        return batch, False
+    completed = session.execute(
+        sa.update(Batch)
+        .where(Batch.id == batch_id, Batch.status == BatchStatus.RUNNING)
+        .values(status=BatchStatus.COMPLETED, finished_at=now)
+    ).rowcount
+    return batch, completed == 1
+
+
+def start_next_batch(session: orm.Session, job_id: int, index: int, now: Any) -> sa.Row[Any] | None:
+    """Mark the batch after ``index`` running, once; return it, or None when there is none."""
+    return session.execute(
+        sa.update(Batch)
+        .where(
+            Batch.job_id == job_id, Batch.index == index + 1, Batch.status == BatchStatus.PENDING
+        )
+        .values(
+            status=BatchStatus.RUNNING,
+            started_at=now,
+            dispatched_at=now,
+            dispatches=Batch.dispatches + 1,
+        )
+        .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
+    ).one_or_none()
+
+
+def count_in_job(
+    session: orm.Session,
+    job_id: int,
+    counts: collections.Counter[str],
+    completed: bool,
+    next_batch: sa.Row[Any] | None,
+    new_events: int,
+) -> sa.Row[Any]:
+    values: dict[str, Any] = {
+        "done_tasks": Job.done_tasks + sum(counts.values()),
+        "succeeded_tasks": Job.succeeded_tasks + counts[RunStatus.SUCCEEDED],
+        "failed_tasks": Job.failed_tasks + counts[RunStatus.FAILED],
+        "skipped_tasks": Job.skipped_tasks + counts[RunStatus.SKIPPED],
+        "cancelled_tasks": Job.cancelled_tasks + counts[RunStatus.CANCELLED],
+        "event_seq": Job.event_seq + new_events,
+    }
+    if completed:
+        values["completed_batches"] = Job.completed_batches + 1
+    if next_batch is not None:
+        values["current_batch"] = next_batch.index
+    return session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id)
+        .values(**values)
+        .returning(
+            Job.event_seq,
+            Job.total_tasks,
+            Job.done_tasks,
+            Job.succeeded_tasks,
+            Job.failed_tasks,
+            Job.skipped_tasks,
+            Job.cancelled_tasks,
+            Job.completed_batches,
+            Job.total_batches,
+        )
+    ).one()
+
+
+def finalize(session: orm.Session, job_id: int, now: Any) -> str | None:
+    """Give a running job its final status from its counters, once; return it."""
+    final = sa.case(
+        (
+            sa.and_(Job.failed_tasks == 0, Job.skipped_tasks == 0, Job.cancelled_tasks == 0),
+            JobStatus.SUCCEEDED.value,
+        ),
+        (Job.succeeded_tasks == 0, JobStatus.FAILED.value),
+        else_=JobStatus.PARTIAL.value,
+    )
+    job = session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(status=final, finished_at=now, current_batch=None)
+        .returning(Job.status, Job.done_tasks, Job.succeeded_tasks, Job.failed_tasks)
+    ).one_or_none()
+    if job is None:
+        return None
+    events.append(session, job_id, [("job_finished", {"status": job.status})])
+    return job.status
+
+
+def batch_payload(batch: sa.Row[Any]) -> dict[str, Any]:
+    return {"batch": batch.index, "mode": batch.mode, "done": batch.done, "total": batch.total}
+
+
+def job_counters(job: sa.Row[Any]) -> dict[str, int]:
+    return {
+        "done": job.done_tasks,
+        "total": job.total_tasks,
+        "succeeded": job.succeeded_tasks,
+        "failed": job.failed_tasks,
+        "skipped": job.skipped_tasks,
+        "cancelled": job.cancelled_tasks,
+    }
