@@ -1,23 +1,31 @@
-"""The JSON API: projects, jobs, guides and the health check.
+"""The JSON API: projects, jobs (start, cancel, retry), guides and the health check.
 
 Errors are ``{"error": {"code", "message", "field"}}`` (see :mod:`web.errors`). Writes
 take ``application/json`` bodies (so a cross-site HTML form cannot post here) and, when
-``API_TOKEN`` is set, ``Authorization: Bearer <API_TOKEN>``.
+``API_TOKEN`` is set, ``Authorization: Bearer <API_TOKEN>``. Writes whose body is
+optional (start a project's job, cancel, retry) also take no body at all, but not an
+empty form post.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 import pipelines
-from db import jobs, projects
+from db import control, jobs, projects
+from db.engine import session_scope
+from db.models import Job
 from web import queries
 from web.errors import ApiError
 from web.markdown import render
 from web.security import check_api_token
+
+logger = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 bp.before_request(check_api_token)
@@ -45,6 +53,28 @@ def json_body() -> Any:
     data = request.get_json(silent=True)
     if data is None:
         raise ApiError(400, "The body is not valid JSON.", code="invalid_json")
+    return data
+
+
+def optional_json_object() -> dict[str, Any]:
+    """Return the JSON object body of a write whose body is optional; ``{}`` without one.
+
+    An empty body is accepted unless it comes as a form (``x-www-form-urlencoded``,
+    ``multipart/form-data``, ``text/plain``): a cross-site HTML form cannot post here.
+    A body-less ``fetch`` needs no CORS preflight, so a browser saying the request comes
+    from another site's page (``Sec-Fetch-Site: cross-site``) is refused too.
+
+    Raises:
+      ApiError: 403 from another site's page, 415 for a body (or empty form post) that
+        is not JSON, 400 when it does not decode, 422 when it is not an object.
+    """
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        raise ApiError(403, "This API does not take writes from another site's pages.")
+    if not request.content_length and (request.is_json or not request.mimetype):
+        return {}
+    data = json_body()
+    if not isinstance(data, dict):
+        raise ApiError(422, "The body must be a JSON object.", code="invalid")
     return data
 
 
@@ -100,9 +130,7 @@ def get_project(project_id: int) -> Any:
 @bp.post("/projects/<int:project_id>/jobs")
 def create_job(project_id: int) -> tuple[Any, int, dict[str, str]]:
     """Start a generation job for the project; 202 ``{"job_id"}``. Body: ``{"batch_size"}``."""
-    data = json_body() if request.content_length else {}
-    if not isinstance(data, dict):
-        raise ApiError(422, "The body must be a JSON object.", code="invalid")
+    data = optional_json_object()
     return _accepted(start_job(project_id, data.get("batch_size")))
 
 
@@ -137,6 +165,57 @@ def get_job(job_id: int) -> Any:
         return jsonify(jobs.snapshot(job_id))
     except jobs.NotFoundError:
         raise ApiError(404, f"Job {job_id} does not exist.") from None
+
+
+def _job_status(job_id: int) -> str:
+    """Return the job's status.
+
+    Raises:
+      ApiError: 404 when the job does not exist.
+    """
+    with session_scope() as session:
+        status = session.scalar(sa.select(Job.status).where(Job.id == job_id))
+    if status is None:
+        raise ApiError(404, f"Job {job_id} does not exist.")
+    return str(status)
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+def cancel_job(job_id: int) -> Any:
+    """Cancel a running job; 200 ``{"job_id", "cancelled", "status"}``, idempotent.
+
+    ``cancelled`` is False when the job had already ended (nothing changes then).
+    """
+    optional_json_object()
+    try:
+        cancelled = control.cancel_job(job_id)
+    except jobs.NotFoundError:
+        raise ApiError(404, f"Job {job_id} does not exist.") from None
+    status = "cancelled" if cancelled else _job_status(job_id)
+    return jsonify({"job_id": job_id, "cancelled": cancelled, "status": status})
+
+
+@bp.post("/jobs/<int:job_id>/retry")
+def retry_job(job_id: int) -> tuple[Any, int, dict[str, str]]:
+    """Rerun the failed and skipped tasks of a partial or failed job; 202.
+
+    Answers ``{"job_id", "tasks", "batches"}`` (how many tasks run again, in how many
+    new batches) with ``Location`` of the job.
+    """
+    optional_json_object()
+    try:
+        retried = control.retry_job(job_id)
+    except jobs.NotFoundError:
+        raise ApiError(404, f"Job {job_id} does not exist.") from None
+    except control.NotRetryableError as error:
+        message = str(error)
+        raise ApiError(409, f"{message[:1].upper()}{message[1:]}.", code="not_retryable") from None
+    pipelines.dispatch_batch(retried.first_batch_id)
+    logger.info(
+        "Retrying %d task(s) of job %d.", retried.tasks, job_id, extra={"action": "retry_job"}
+    )
+    body = {"job_id": job_id, "tasks": retried.tasks, "batches": retried.batches}
+    return jsonify(body), 202, {"Location": url_for("api.get_job", job_id=job_id)}
 
 
 @bp.get("/tasks/<int:task_id>/hands_on")

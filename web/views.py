@@ -1,4 +1,4 @@
-"""Pages: projects (form, detail, guides download), jobs (list, live page), guides."""
+"""Pages: projects (form, detail, download), jobs (list, live page, cancel, retry), guides."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from flask import (
     Response,
     abort,
     current_app,
+    flash,
     redirect,
     render_template,
     request,
@@ -18,7 +19,7 @@ from flask import (
 from werkzeug.exceptions import RequestEntityTooLarge
 
 import pipelines
-from db import jobs, projects
+from db import control, jobs, projects
 from web import forms, queries
 from web.markdown import render
 from web.security import check_csrf
@@ -161,6 +162,32 @@ def job(job_id: int) -> str:
     except jobs.NotFoundError:
         abort(404)
     return render_template("job.html", job=data)
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+def cancel_job(job_id: int) -> Any:
+    """Cancel a running job (the "Cancel job" button), then go back to its page."""
+    try:
+        cancelled = control.cancel_job(job_id)
+    except jobs.NotFoundError:
+        abort(404)
+    flash("Job cancelled." if cancelled else "The job had already ended.")
+    return redirect(url_for("views.job", job_id=job_id), 303)
+
+
+@bp.post("/jobs/<int:job_id>/retry")
+def retry_job(job_id: int) -> Any:
+    """Rerun a finished job's failed and skipped tasks, then go back to its page."""
+    try:
+        retried = control.retry_job(job_id)
+    except jobs.NotFoundError:
+        abort(404)
+    except control.NotRetryableError:
+        flash("Nothing to rerun: only a partial or failed job can be rerun.")
+    else:
+        pipelines.dispatch_batch(retried.first_batch_id)
+        flash(f"Rerunning {retried.tasks} task(s) in {retried.batches} new batch(es).")
+    return redirect(url_for("views.job", job_id=job_id), 303)
 
 
 @bp.get("/tasks/<int:task_id>/guide")

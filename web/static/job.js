@@ -1,12 +1,15 @@
 // Job page: follows the job's server-sent events (EventSource); no polling, no reload.
 // The page is rendered from a snapshot; the stream sends a fresh snapshot first, then
 // each event. Counts are derived from task states, so replaying an event is harmless.
+// The "Cancel job" and "Rerun failed tasks" forms are shown by the job's status, and
+// posted in the background (same form, same CSRF token) so the stream keeps the page live.
 (function () {
   "use strict";
   var root = document.getElementById("job");
   if (!root || !window.EventSource) { return; }
   var FINAL_RUN = ["succeeded", "failed", "skipped", "cancelled"];
   var FINAL_EVENTS = ["job_finished", "job_cancelled"];
+  var RETRYABLE = ["partial", "failed"];
   var guideUrl = root.dataset.guideUrl;
   var job = {
     status: root.dataset.status,
@@ -120,6 +123,9 @@
       setRun(p.run, "skipped", "skipped: a task it depends on did not succeed");
     } else if (type.indexOf("task_") === 0) {
       setRun(p.run, type.slice(5), p.error);
+    } else if (type === "job_retried") {
+      job.status = "running";
+      job.finishedAt = null;
     } else if (FINAL_EVENTS.indexOf(type) >= 0) {
       job.status = p.status || (type === "job_cancelled" ? "cancelled" : job.status);
       job.finishedAt = Date.now();
@@ -139,6 +145,14 @@
     text("elapsed", isNaN(elapsed) ? "—" : duration(elapsed));
     if (job.finishedAt) { text("eta", "done"); return; }
     text("eta", done > 0 ? "about " + duration(elapsed / done * (total - done)) : "—");
+  }
+
+  // Cancel while it runs, rerun once it ended partial or failed; never both.
+  function renderActions() {
+    var cancel = document.getElementById("cancel-form");
+    var retry = document.getElementById("retry-form");
+    if (cancel) { cancel.hidden = job.status !== "running"; }
+    if (retry) { retry.hidden = RETRYABLE.indexOf(job.status) < 0; }
   }
 
   var totals = {done: 0, total: 0};
@@ -190,10 +204,10 @@
     }
     text("now", now);
     renderClock(done, total);
+    renderActions();
   }
 
   render();
-  if (job.finishedAt) { return; }  // over before the page loaded (a retry: reload the page)
 
   // Events that change more than their payload says (a retry re-plans, a cancel stops
   // many tasks at once): read a fresh snapshot by reconnecting without Last-Event-ID.
@@ -242,5 +256,32 @@
     };
   }
 
-  connect();
+  // Post an action form in the background and show the notice of the page it redirects
+  // to; the stream then tells what changed (reopened when it had ended, after a rerun).
+  function postInBackground(form) {
+    var button = form.querySelector("button");
+    button.disabled = true;
+    fetch(form.action, {method: "POST", body: new FormData(form), credentials: "same-origin"})
+      .then(function (response) {
+        return response.text().then(function (html) {
+          var page = new DOMParser().parseFromString(html, "text/html");
+          var notice = page.getElementById("notice") || page.querySelector("[role=alert]");
+          text("notice", notice ? notice.textContent.trim() : "Error " + response.status + ".");
+          if (response.ok && (!source || source.readyState === EventSource.CLOSED)) { connect(); }
+        });
+      })
+      .catch(function () { text("notice", "The server could not be reached; try again."); })
+      .then(function () { button.disabled = false; });
+  }
+
+  ["cancel-form", "retry-form"].forEach(function (id) {
+    var form = document.getElementById(id);
+    if (!form || !window.fetch || !window.FormData || !window.DOMParser) { return; }
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      postInBackground(form);
+    });
+  });
+
+  if (!job.finishedAt) { connect(); }  // else over before the page loaded
 }());
