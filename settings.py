@@ -46,7 +46,7 @@ class Settings:
     #: Time limit for one generation attempt, in milliseconds.
     TASK_TIME_LIMIT_MS: int = 300_000
     #: Worker threads of the embedded worker (web app, CLI) in embedded mode.
-    EMBEDDED_WORKER_THREADS: int = 4
+    EMBEDDED_WORKER_THREADS: int = 8
     #: Generator: ``offline``, ``openai``, or ``package.module:factory``.
     GENERATOR: str = "offline"
     #: Simulated AI latency of the offline generator, in milliseconds.

@@ -7,6 +7,7 @@ settings; everything else opens short transactions with :func:`session_scope`.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from sqlalchemy import event, orm
 Session = orm.sessionmaker(expire_on_commit=False)
 
 _engine: sa.Engine | None = None
+#: Serializes this process's SQLite transactions (see :func:`session_scope`).
+_sqlite_turns = threading.RLock()
 
 
 class NotConfiguredError(RuntimeError):
@@ -93,7 +96,13 @@ def upsert_insert(session: orm.Session, table: Any) -> Any:
 
 @contextlib.contextmanager
 def session_scope() -> Iterator[orm.Session]:
-    """Open a session in a transaction: committed on success, rolled back on error."""
-    get_engine()
-    with Session() as session, session.begin():
+    """Open a session in a transaction: committed on success, rolled back on error.
+
+    On SQLite, transactions of this process take turns on a lock: SQLite has one writer
+    at a time and makes the others retry on a sleeping back-off (up to 100 ms a try),
+    while a waiter on this lock is woken the moment the previous transaction ends.
+    """
+    engine = get_engine()
+    turn = _sqlite_turns if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+    with turn, Session() as session, session.begin():
         yield session
