@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy import orm
 
 import pipelines
@@ -143,8 +142,8 @@ def _job_data(job: Job) -> dict[str, Any]:
     )  # fmt: skip
     data: dict[str, Any] = {name: getattr(job, name) for name in fields}
     data["project_name"] = job.project.name
-    data["created_at"] = _iso(job.created_at)
-    data["finished_at"] = _iso(job.finished_at)
+    data["created_at"] = iso(job.created_at)
+    data["finished_at"] = iso(job.finished_at)
     data["batches"] = [
         {
             "index": batch.index,
@@ -156,8 +155,8 @@ def _job_data(job: Job) -> dict[str, Any]:
             "failed": batch.failed,
             "skipped": batch.skipped,
             "cancelled": batch.cancelled,
-            "started_at": _iso(batch.started_at),
-            "finished_at": _iso(batch.finished_at),
+            "started_at": iso(batch.started_at),
+            "finished_at": iso(batch.finished_at),
             "runs": [
                 {
                     "id": run.id,
@@ -167,8 +166,8 @@ def _job_data(job: Job) -> dict[str, Any]:
                     "status": run.status,
                     "attempts": run.attempts,
                     "error": run.error,
-                    "started_at": _iso(run.started_at),
-                    "finished_at": _iso(run.finished_at),
+                    "started_at": iso(run.started_at),
+                    "finished_at": iso(run.finished_at),
                 }
                 for run in batch.runs
             ],
@@ -178,28 +177,6 @@ def _job_data(job: Job) -> dict[str, Any]:
     return data
 
 
-def _iso(value: Any) -> str | None:
+def iso(value: Any) -> str | None:
+    """Return a timestamp as ISO 8601 text (None stays None)."""
     return None if value is None else value.isoformat()
-
-
-def recent_jobs(limit: int = 20) -> list[dict[str, Any]]:
-    """Return the newest jobs, newest first, without their batches."""
-    with session_scope() as session:
-        rows = session.execute(
-            sa.select(Job, Project.name)
-            .join(Project, Project.id == Job.project_id)
-            .order_by(Job.id.desc())
-            .limit(limit)
-        ).all()
-        return [
-            {
-                "id": job.id,
-                "project_name": name,
-                "status": job.status,
-                "done_tasks": job.done_tasks,
-                "total_tasks": job.total_tasks,
-                "created_at": _iso(job.created_at),
-                "finished_at": _iso(job.finished_at),
-            }
-            for job, name in rows
-        ]

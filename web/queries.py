@@ -8,12 +8,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from db import jobs
 from db.engine import session_scope
 from db.models import HandsOn, Job, Project, Task
-
-
-def _iso(value: Any) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 def project_data(project_id: int) -> dict[str, Any] | None:
@@ -33,7 +30,7 @@ def project_data(project_id: int) -> dict[str, Any] | None:
             "id": project.id,
             "name": project.name,
             "description": project.description,
-            "created_at": _iso(project.created_at),
+            "created_at": jobs.iso(project.created_at),
             "tasks": [
                 {
                     "id": task.id,
@@ -81,8 +78,8 @@ def jobs_page(page: int, per_page: int) -> dict[str, Any]:
                 "status": job.status,
                 "done_tasks": job.done_tasks,
                 "total_tasks": job.total_tasks,
-                "created_at": _iso(job.created_at),
-                "finished_at": _iso(job.finished_at),
+                "created_at": jobs.iso(job.created_at),
+                "finished_at": jobs.iso(job.finished_at),
                 "duration_s": None
                 if job.finished_at is None
                 else round((job.finished_at - job.created_at).total_seconds(), 1),
@@ -114,7 +111,7 @@ def guide_data(task_id: int) -> dict[str, Any] | None:
             "markdown": None if guide is None else guide.markdown,
             "generator": None if guide is None else guide.generator,
             "job_id": None if guide is None else guide.job_id,
-            "updated_at": None if guide is None else _iso(guide.updated_at),
+            "updated_at": None if guide is None else jobs.iso(guide.updated_at),
         }
 
 
