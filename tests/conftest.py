@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import LiteralString, NoReturn
+from typing import Any, LiteralString, NoReturn
 from urllib.parse import urlsplit
 
 import psycopg
@@ -172,3 +172,13 @@ def sqlite_url(tmp_path: Path) -> str:
 def database_url(request: pytest.FixtureRequest) -> str:
     """A migrated database URL; tests using it run once per backend."""
     return request.getfixturevalue(BACKEND_FIXTURES[request.param])
+
+
+@pytest.fixture
+def processes(redis_url: str, postgres_url: str, tmp_path: Path) -> Iterator[Any]:
+    """A :class:`processkit.Cluster`: our processes on the test servers, stopped after."""
+    from processkit import Cluster
+
+    cluster = Cluster(redis_url=redis_url, database_url=postgres_url, log_dir=tmp_path)
+    yield cluster
+    cluster.stop_all()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from processkit import Cluster
@@ -15,12 +14,11 @@ from workers import broker as worker_setup
 
 
 @pytest.fixture
-def cluster(redis_url: str, postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(processes: Cluster, redis_url: str, postgres_url: str) -> Iterator[Cluster]:
     """Processes of ours on the test servers; this process sends and listens as a client."""
     worker_setup.configure(fast_settings(postgres_url, REDIS_URL=redis_url))
-    cluster = Cluster(redis_url=redis_url, database_url=postgres_url, log_dir=tmp_path)
-    yield cluster
-    cluster.stop_all()
+    yield processes
+    processes.stop_all()
     listen.get_hub().close()
 
 

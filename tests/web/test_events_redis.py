@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import redis
 import sqlalchemy as sa
+from processkit import Cluster
 from sse import open_stream
 from test_events import TASKS, _open_idle_streams, _read_heartbeats, stored_seqs, submit
 from webkit import LiveServer
@@ -23,37 +20,11 @@ from db import get_engine, jobs, session_scope
 from db.models import Event
 from web import events as web_events
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture
-def worker_process(redis_url: str, postgres_url: str) -> Iterator[subprocess.Popen]:
+def worker_process(processes: Cluster) -> subprocess.Popen[bytes]:
     """A ``dramatiq workers`` process on our actors, as the Procfile's worker runs it."""
-    env = dict(os.environ)
-    env.update(
-        REDIS_URL=redis_url,
-        DATABASE_URL=postgres_url,
-        QUEUE_NAME="handson-test",
-        GENERATOR="scripted_generator:factory",
-        GENERATOR_LATENCY_MS="30",
-        MAX_RETRIES="1",
-        MIN_BACKOFF_MS="10",
-        MAX_BACKOFF_MS="50",
-        PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "workers", "--processes", "1", "--threads", "4"],
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,
-    )
-    yield process
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    return processes.start_worker()
 
 
 def test_a_job_run_by_a_worker_process_streams_every_event_and_resumes(

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from jobwatch import wait_for_job
 from test_jobs_embedded import assert_batches_in_order
@@ -22,54 +17,12 @@ from db.models import HandsOn
 from samples import SAMPLE_PROJECT_PATH, load_sample
 from workers import broker as worker_setup
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def process_env(redis_url: str, postgres_url: str, **extra: str) -> dict[str, str]:
-    """Environment for a separate process of ours on these servers."""
-    env = dict(os.environ)
-    env.update(
-        REDIS_URL=redis_url,
-        DATABASE_URL=postgres_url,
-        QUEUE_NAME="handson-test",
-        GENERATOR="scripted_generator:factory",
-        GENERATOR_LATENCY_MS="20",
-        PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
-        **extra,
-    )
-    return env
-
-
-@pytest.fixture
-def worker_process(redis_url: str, postgres_url: str) -> Iterator[Callable[[], subprocess.Popen]]:
-    """Start ``dramatiq workers`` on our package, as the Procfile's worker does."""
-    started: list[subprocess.Popen] = []
-
-    def start() -> subprocess.Popen:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "workers", "--processes", "1", "--threads", "4"],
-            env=process_env(redis_url, postgres_url),
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def test_the_sample_job_succeeds_on_redis_and_postgresql(redis_url, postgres_url, worker_process):
+def test_the_sample_job_succeeds_on_redis_and_postgresql(redis_url, postgres_url, processes):
     # Given the sample project in PostgreSQL, this process sending to Redis, and a worker
     worker_setup.configure(fast_settings(postgres_url, REDIS_URL=redis_url))
     project_id = projects.create_project(projects.parse_project(load_sample(), max_tasks=1000))
-    worker = worker_process()
+    worker = processes.start_worker()
 
     # When a job is submitted
     job_id = pipelines.submit_job(project_id, batch_size=5, max_batch_size=50, max_tasks=1000)
@@ -86,10 +39,10 @@ def test_the_sample_job_succeeds_on_redis_and_postgresql(redis_url, postgres_url
     assert_batches_in_order(job, events)
 
 
-def test_the_cli_enqueues_and_follows_a_job_over_redis(redis_url, postgres_url, worker_process):
+def test_the_cli_enqueues_and_follows_a_job_over_redis(processes):
     # Given a worker process and the sample imported through the CLI
-    worker_process()
-    env = process_env(redis_url, postgres_url)
+    processes.start_worker()
+    env = processes.env()
     handson = [sys.executable, "-m", "cli"]
     imported = subprocess.run(
         [*handson, "import", str(SAMPLE_PROJECT_PATH)], env=env, capture_output=True, text=True
