@@ -7,30 +7,11 @@ Screenshots of the job page (mid-run and finished) go to ``tests/artifacts/``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-from webkit import LiveServer, ci
+from webkit import LiveServer
 
-try:
-    from playwright import sync_api as playwright_api
-except ImportError:  # pragma: no cover - installed by `make test`
-    if ci():
-        raise
-    pytest.skip("playwright is not installed", allow_module_level=True)
-
-#: Debian's Chromium; Playwright's own browser downloads are not used.
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 #: Eight tasks: a pipeline (1 -> 2 -> 3 -> 4), independent tasks, and a final one.
 TASKS = """Set up the repository
@@ -42,32 +23,6 @@ Add CI
 Add linting
 Deploy (after 4, 5, 6, 7)
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    """Headless Chromium, or a skip (a failure in CI) when it is missing."""
-    if not CHROMIUM.exists():
-        if ci():
-            pytest.fail(f"{CHROMIUM} is missing (CI is set)")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 1100, "height": 1400})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.console_errors = errors  # type: ignore[attr-defined]
-    yield page
-    context.close()
 
 
 def create_project(page, base_url: str, name: str, tasks: str) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from jobwatch import wait_for_job
-from webkit import LiveServer, ci, make_app
+from webkit import LiveServer, make_app
 from workerkit import make_project, start_embedded
 
 import pipelines
@@ -270,43 +270,13 @@ def test_the_action_forms_of_an_unknown_job_are_404(client):
 # --- browser -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def browser_page():  # type: ignore[no-untyped-def]
-    """A page of headless Chromium, launched as in ``test_browser.py``."""
-    try:
-        from playwright import sync_api as playwright_api
-    except ImportError:  # pragma: no cover - installed by `make test`
-        if ci():
-            raise
-        pytest.skip("playwright is not installed")
-    from test_browser import CHROMIUM, CHROMIUM_ARGS
-
-    if not CHROMIUM.exists():
-        if ci():
-            pytest.fail(f"{CHROMIUM} is missing (CI is set)")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1100, "height": 1400})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.console_errors = errors  # type: ignore[attr-defined]
-        yield page
-        context.close()
-        browser.close()
-
-
 def status_is(status: str) -> str:
     return f"() => document.getElementById('job-status').textContent === '{status}'"
 
 
 def test_cancel_job_in_the_browser_shows_cancelled_live(
-    browser_page, live_factory: Callable[..., LiveServer], sqlite_url: str
+    page, live_factory: Callable[..., LiveServer], sqlite_url: str
 ):
-    page = browser_page
     # Given the page of a slow running job, following it live
     live = live_factory(sqlite_url, threads=1, GENERATOR_LATENCY_MS=500)
     job_id = submit(make_project("one", "two", "three", "four", "five"), batch_size=2)
@@ -331,9 +301,8 @@ def test_cancel_job_in_the_browser_shows_cancelled_live(
 
 
 def test_rerun_failed_tasks_in_the_browser_follows_the_rerun_live(
-    browser_page, live_factory: Callable[..., LiveServer], sqlite_url: str, tmp_path, monkeypatch
+    page, live_factory: Callable[..., LiveServer], sqlite_url: str, tmp_path, monkeypatch
 ):
-    page = browser_page
     # Given the page of a job that ended partial (its [flaky] task failed)
     monkeypatch.setenv("SCRIPTED_STATE_DIR", str(tmp_path))
     live = live_factory(sqlite_url, MAX_RETRIES=0, GENERATOR_LATENCY_MS=100)
