@@ -73,6 +73,12 @@ class Settings:
     LOAD_SAMPLE: bool = False
     #: Logging level of every process.
     LOG_LEVEL: str = "INFO"
+    #: Longest blocking wait of an idle consumer before it re-arms, in milliseconds.
+    REDIS_WAIT_TIMEOUT_MS: int = 1_800_000
+    #: How often a worker requeues dead workers' unacked messages, in milliseconds.
+    REDIS_MAINTENANCE_INTERVAL_MS: int = 3_600_000
+    #: Monthly command cap of the Redis plan, for ``handson budget``.
+    REDIS_MONTHLY_CAP: int = 500_000
     #: How often the scheduler's reconciler looks for stalled work, in seconds.
     RECONCILE_INTERVAL_S: float = 30.0
     #: Re-dispatch runs silent for this long, in seconds; unset: the time limit + 2 minutes.

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from cli import control, db_commands, demo, jobs, projects, serve
+from cli import budget, control, db_commands, demo, jobs, projects, serve
 from settings import SettingsError, from_env
 
 #: Exit codes.
@@ -20,6 +20,7 @@ Examples:
   handson status 7 --follow               show a job, then follow it
   handson retry 7 --wait                  rerun the failed tasks of job 7
   handson schedule add 1 --cron '0 3 * * *'  generate project 1 nightly
+  handson budget                          Redis commands of the last 24 h
   handson db upgrade                      apply database migrations
 """
 
@@ -48,6 +49,7 @@ for command in (
     control.cancel_command,
     control.retry_command,
     control.schedule,
+    budget.budget_command,
     demo.demo_command,
     serve.serve_command,
 ):

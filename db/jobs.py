@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import orm
 
 import pipelines
-from db import events
+from db import events, usage
 from db.engine import session_scope
 from db.models import Batch, BatchStatus, Job, Project, Task, TaskRun, utcnow
 
@@ -131,7 +131,9 @@ def snapshot(job_id: int) -> dict[str, Any]:
         )
         if job is None:
             raise NotFoundError(f"job {job_id} does not exist")
-        return _job_data(job)
+        data = _job_data(job)
+        data["redis_commands"] = usage.job_commands(session, job_id)
+        return data
 
 
 def _job_data(job: Job) -> dict[str, Any]:

@@ -52,6 +52,8 @@ def create_app(
         _load_sample_once(settings)
     if settings.embedded and not app.testing:
         _start_embedded_worker(broker, settings)
+    elif not app.testing:
+        _start_usage_flusher("web")
 
     _register(app)
     return app
@@ -89,3 +91,10 @@ def _start_embedded_worker(broker: Any, settings: Settings) -> None:
     scheduler = start_background(settings)
     atexit.register(worker.stop)
     atexit.register(scheduler.shutdown, wait=False)
+
+
+def _start_usage_flusher(process_kind: str) -> None:
+    """Store the Redis commands this process sends (job dispatches), once a minute."""
+    from workers.middleware.metering import UsageFlusher
+
+    atexit.register(UsageFlusher(process_kind).start().stop)

@@ -13,7 +13,7 @@ from dramatiq.middleware import CurrentMessage, Retries
 
 import db
 from settings import Settings, get_settings
-from workers.middleware import Progress
+from workers.middleware import GracefulTermination, Metering, Progress
 from workers.redis_broker import FrugalRedisBroker
 
 _current: Settings = get_settings()
@@ -22,14 +22,22 @@ _current: Settings = get_settings()
 def build_broker(settings: Settings) -> dramatiq.Broker:
     """Return the Redis broker when ``REDIS_URL`` is set, else an in-memory broker."""
     if settings.REDIS_URL:
-        broker: dramatiq.Broker = FrugalRedisBroker(url=settings.REDIS_URL)
+        broker: dramatiq.Broker = FrugalRedisBroker(
+            url=settings.REDIS_URL,
+            wait_timeout=settings.REDIS_WAIT_TIMEOUT_MS,
+            maintenance_interval=settings.REDIS_MAINTENANCE_INTERVAL_MS,
+        )
     else:
         broker = StubBroker()
         # Fail-fast re-raises actor errors in broker.join(): that is for unit tests; here
         # the embedded worker runs real jobs, whose failures the Progress middleware records.
         broker.fail_fast_default = False
     broker.add_middleware(CurrentMessage())
+    broker.add_middleware(GracefulTermination())
     broker.add_middleware(Progress(), before=Retries)
+    if settings.REDIS_URL:
+        # Attributes each Redis command to the job it serves, for `handson budget`.
+        broker.add_middleware(Metering(), before=Progress)
     return broker
 
 

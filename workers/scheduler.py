@@ -22,6 +22,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from settings import Settings
+from workers.middleware.metering import UsageFlusher
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +128,13 @@ def main(settings: Settings | None = None) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     logger.info("Scheduler %s started.", duties.holder)
+    flusher = UsageFlusher("scheduler").start() if settings.REDIS_URL else None
     try:
         scheduler.start()
     finally:
         duties.resign()
+        if flusher is not None:
+            flusher.stop()
         logger.info("Scheduler %s stopped.", duties.holder)
 
 

@@ -105,6 +105,10 @@
     job.createdAt = Date.parse(snap.created_at);
     job.finishedAt = snap.finished_at ? Date.parse(snap.finished_at) : null;
     job.currentBatch = snap.current_batch;
+    if (snap.redis_commands) {
+      document.getElementById("redis-count").textContent = snap.redis_commands;
+      document.getElementById("redis-commands").hidden = false;
+    }
   }
 
   function applyEvent(ev) {

@@ -1,6 +1,7 @@
 """Our Dramatiq middleware, one class per module."""
 
+from workers.middleware.metering import Metering
 from workers.middleware.progress import Progress
 from workers.middleware.termination import GracefulTermination
 
-__all__ = ["GracefulTermination", "Progress"]
+__all__ = ["GracefulTermination", "Metering", "Progress"]

@@ -1,0 +1,141 @@
+"""Wait for a Redis list to become non-empty without polling: a blocking peek.
+
+``BLMOVE key key LEFT LEFT timeout`` pops the head of the list and pushes it back where
+it was, in one atomic step: the list is unchanged, and the call returns as soon as any
+producer (ours or stock Dramatiq's, which need not cooperate) pushes to it. It is one
+billed command per wake-up or per ``timeout``, instead of one script call a second.
+
+The blocking call runs on a thread and a connection of its own, so the consumer thread
+keeps returning to Dramatiq's worker loop (shutdown, delayed messages) without a
+command, and closing the waiter (shutting its socket) ends the wait at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import redis
+
+#: Pause before a new blocking call after a connection error, in seconds.
+RECONNECT_DELAY_S = 1.0
+#: Longest wait for the waiter thread to end when closing, in seconds.
+CLOSE_TIMEOUT_S = 2.0
+
+#: Kernel keepalive probes on the blocked connection (free: no Redis command): a peer
+#: that vanished silently is detected within about IDLE + INTERVAL * COUNT seconds, and
+#: the probes keep NAT and proxy state alive during long waits.
+KEEPALIVE_OPTIONS = {
+    getattr(socket, name): value
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4))
+    if hasattr(socket, name)
+}
+
+
+def blocking_client(client: redis.Redis) -> redis.Redis:
+    """Return a one-connection client like ``client``, fit for waits of any length.
+
+    No socket timeout (a blocking call may last longer than any read timeout), TCP
+    keepalive on, no automatic retry (the waiter decides what to do after an error).
+    """
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs.update(
+        socket_timeout=None,
+        socket_keepalive=True,
+        socket_keepalive_options=KEEPALIVE_OPTIONS,
+        retry=None,
+        retry_on_error=[],
+    )
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, max_connections=1, **kwargs
+        )
+    )
+
+
+class ListWaiter:
+    """Blocks on one Redis list while armed and calls ``on_ready`` when it has an element.
+
+    Parameters:
+      client(redis.Redis): The broker's client; the waiter makes its own connection like it.
+      key(str): The full key of the list (``dramatiq:default``).
+      timeout(float): Longest single blocking call, in seconds; a timed-out call is
+        simply issued again, so this bounds how long a silently dead connection can go
+        unnoticed when keepalive probes cannot tell.
+      on_ready(Callable[[], None]): Called from the waiter thread after a wake-up or error.
+    """
+
+    def __init__(self, client: redis.Redis, key: str, *, timeout: float, on_ready) -> None:
+        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        self.key = key
+        self.timeout = timeout
+        self._client = blocking_client(client)
+        self._on_ready = on_ready
+        self._armed = threading.Event()
+        self._ready = threading.Event()
+        self._closed = False
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def arm(self) -> None:
+        """Start (or keep) waiting for the list to have an element."""
+        if self._closed or self._ready.is_set():
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"wait:{self.key}", daemon=True)
+            self._thread.start()
+        self._armed.set()
+
+    def take_ready(self) -> bool:
+        """Return True, once, when the list was seen non-empty (or an error happened)."""
+        if self._ready.is_set():
+            self._ready.clear()
+            return True
+        return False
+
+    def close(self) -> None:
+        """Stop waiting: the blocked call fails at once because its socket is shut."""
+        self._closed = True
+        self._closing.set()
+        self._armed.set()
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        while True:
+            # Again until the thread is gone: it may have been about to open a new
+            # connection (or send its call) when the previous one was shut.
+            self._client.connection_pool.disconnect(inuse_connections=True)
+            thread = self._thread
+            if thread is None or thread is threading.current_thread():
+                break
+            thread.join(timeout=0.05)
+            if not thread.is_alive() or time.monotonic() > deadline:
+                break
+        self._client.close()
+
+    def _run(self) -> None:
+        while True:
+            self._armed.wait()
+            if self._closed:
+                return
+            try:
+                found = self._client.blmove(self.key, self.key, self.timeout, "LEFT", "LEFT")
+            except (redis.RedisError, OSError, ValueError) as error:
+                # OSError/ValueError: redis-py reading a socket that close() just shut.
+                if self._closed:
+                    return
+                self.logger.info("Waiting on %r failed: %s; reconnecting.", self.key, error)
+                # Let the consumer fetch: it reports a lasting outage to Dramatiq's
+                # consumer thread, which restarts it.
+                self._signal()
+                # A back-off before reconnecting, cut short by close().
+                self._closing.wait(RECONNECT_DELAY_S)
+                continue
+            if found is not None:
+                self._signal()
+
+    def _signal(self) -> None:
+        self._armed.clear()
+        self._ready.set()
+        self._on_ready()
