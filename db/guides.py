@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import sqlalchemy as sa
 from sqlalchemy import orm
 
 from db.engine import session_scope, upsert_insert
 from db.models import HandsOn, Project, Task, TaskRun, utcnow
-from workers.generators.base import Dependency, GuideRequest
+
+if TYPE_CHECKING:
+    from workers.generators.base import GuideRequest
 
 
 class RunNotFoundError(LookupError):
@@ -20,6 +24,10 @@ def load_request(run_id: int, previous_guide: str | None = None) -> GuideRequest
     Raises:
       RunNotFoundError: when the run is gone.
     """
+    # Imported here: importing the workers package declares the actors, which import
+    # this module; a module-level import would make `import db.guides` first circular.
+    from workers.generators.base import Dependency, GuideRequest
+
     with session_scope() as session:
         run = session.get(
             TaskRun,
