@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 #: Name of the lease that makes one scheduler the active one.
 LEASE_NAME = "scheduler"
 
+# APScheduler logs two INFO lines per run of every job: every 10 s, they drown ours.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
 
 class Duties:
     """What the active scheduler does; every method is one scheduled job."""
