@@ -9,8 +9,8 @@ import click
 from cli import budget, control, db_commands, demo, jobs, projects, serve
 from settings import SettingsError, from_env
 
-#: Exit codes.
-RET_OK, RET_FAILED, RET_USAGE = 0, 1, 2
+#: Exit code of a command that went well (click uses 2 for usage errors).
+RET_OK = 0
 
 HELP_EPILOG = """\b
 Examples:

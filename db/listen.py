@@ -131,9 +131,12 @@ def get_hub() -> EventHub:
         return _hub
 
 
-def _drain(wakeups: queue.SimpleQueue[int]) -> None:
+def drain(wakeups: queue.SimpleQueue[int], newest: int) -> int:
+    """Take every wake-up queued so far; return the newest seq announced (-1: unknown)."""
     while not wakeups.empty():
-        wakeups.get_nowait()
+        seq = wakeups.get_nowait()
+        newest = -1 if -1 in (newest, seq) else max(newest, seq)
+    return newest
 
 
 def event_data(event: Any) -> dict[str, Any]:
@@ -161,7 +164,6 @@ def watch(
                 if event["type"] in FINAL_EVENTS:
                     return
             if len(new) < limit:  # caught up: sleep until told about the next commit
-                wakeups.get()
-                _drain(wakeups)  # one read covers every wake-up queued so far
+                drain(wakeups, wakeups.get())  # one read covers every wake-up so far
     finally:
         hub.unsubscribe(job_id, wakeups)

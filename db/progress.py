@@ -47,7 +47,6 @@ class Start(enum.StrEnum):
 class Outcome:
     """What recording a task outcome changed, for the caller to act on after commit."""
 
-    recorded: bool = False
     #: A batch this change started: dispatch its messages (after commit).
     next_batch_id: int | None = None
     #: The job's final status when this change finalized it.
@@ -152,7 +151,6 @@ def _finish(session: orm.Session, run_id: int, status: RunStatus, error: str | N
     if completed and next_batch is None and job.completed_batches == job.total_batches:
         job_status = counters.finalize(session, run.job_id, now)
     return Outcome(
-        recorded=True,
         next_batch_id=None if next_batch is None else next_batch.id,
         job_status=job_status,
     )

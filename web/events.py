@@ -179,10 +179,7 @@ def _wait(wakeups: queue.SimpleQueue[int], closing: threading.Event) -> Generato
         except queue.Empty:
             yield ": keepalive\n\n"
             continue
-        while not wakeups.empty():  # one read covers every wake-up queued so far
-            seq = wakeups.get_nowait()
-            newest = -1 if -1 in (newest, seq) else max(newest, seq)
-        return newest
+        return listen.drain(wakeups, newest)  # one read covers every wake-up so far
     return -1
 
 

@@ -11,9 +11,10 @@ stays prompt) and never past the due time of a delayed message it holds.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -35,6 +36,18 @@ FETCH_LIMIT = 1000
 MAX_IDLE_WAIT_MS = 500
 #: The same once the worker is shutting down (so its consumer threads stop promptly).
 STOPPING_WAIT_MS = 50
+
+
+@contextlib.contextmanager
+def _connection_closed_on_error() -> Iterator[None]:
+    """Turn a lost Redis connection into Dramatiq's ``ConnectionClosed``.
+
+    Dramatiq's consumer thread then closes this consumer and starts a new one.
+    """
+    try:
+        yield
+    except redis.ConnectionError as error:
+        raise ConnectionClosed(error) from None
 
 
 class FrugalConsumer(Consumer):
@@ -76,19 +89,16 @@ class FrugalConsumer(Consumer):
 
     def ack(self, message: MessageProxy) -> None:
         """Acknowledge a processed message: two plain commands, no script."""
-        try:
-            self.broker.do_ack(self.queue_name, message.options["redis_message_id"])
-        except redis.ConnectionError as error:
-            raise ConnectionClosed(error) from None
-        finally:
-            self._forget(message)
+        self._settle(self.broker.do_ack, message)
 
     def nack(self, message: MessageProxy) -> None:
         """Move a failed message to the dead-letter queue (Dramatiq's own script)."""
+        self._settle(self.broker.do_nack, message)
+
+    def _settle(self, operation: Callable[[str, str], Any], message: MessageProxy) -> None:
         try:
-            self.broker.do_nack(self.queue_name, message.options["redis_message_id"])
-        except redis.ConnectionError as error:
-            raise ConnectionClosed(error) from None
+            with _connection_closed_on_error():
+                operation(self.queue_name, message.options["redis_message_id"])
         finally:
             self._forget(message)
 
@@ -99,15 +109,13 @@ class FrugalConsumer(Consumer):
         if not ids:
             return
         self.logger.debug("Re-enqueueing %r on queue %r.", ids, self.queue_name)
-        try:
+        with _connection_closed_on_error():
             self.broker.do_requeue(self.queue_name, *ids)
-        except redis.ConnectionError as error:
-            raise ConnectionClosed(error) from None
         for message in messages:
             self._forget(message)
 
     def __next__(self) -> MessageProxy | None:
-        try:
+        with _connection_closed_on_error():
             while True:
                 self._wake.clear()
                 if self.message_cache:
@@ -119,8 +127,6 @@ class FrugalConsumer(Consumer):
                     self._waiter.arm()
                 self._wake.wait(self._wait_seconds())
                 return None
-        except redis.ConnectionError as error:
-            raise ConnectionClosed(error) from None
 
     def close(self) -> None:
         """Stop waiting, and give back messages fetched but never handed out."""
