@@ -73,7 +73,12 @@ class Settings:
     LOAD_SAMPLE: bool = False
     #: Logging level of every process.
     LOG_LEVEL: str = "INFO"
-    #: Longest blocking wait of an idle consumer before it re-arms, in milliseconds.
+    #: Longest time a silently dead Redis connection of an idle consumer can go unnoticed,
+    #: in seconds: enforced with TCP keepalive probes, which cost no Redis command.
+    REDIS_SAFETY_INTERVAL_S: int = 120
+    #: Longest blocking wait of an idle consumer before it re-arms, in milliseconds (one
+    #: billed command each time): the backstop for a proxy that keeps answering TCP
+    #: probes after losing the server side of a wait.
     REDIS_WAIT_TIMEOUT_MS: int = 1_800_000
     #: How often a worker requeues dead workers' unacked messages, in milliseconds.
     REDIS_MAINTENANCE_INTERVAL_MS: int = 3_600_000

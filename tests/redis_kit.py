@@ -40,8 +40,8 @@ def make_broker(kind: str, url: str, **options: Any) -> RedisBroker:
     the frugal broker knows are dropped for the stock one.
     """
     if kind == "stock":
-        options.pop("wait_timeout", None)
-        options.pop("maintenance_interval", None)
+        for frugal_only in ("wait_timeout", "safety_interval", "maintenance_interval"):
+            options.pop(frugal_only, None)
         return RedisBroker(url=url, **options)
     return FrugalRedisBroker(url=url, **options)
 

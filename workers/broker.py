@@ -25,6 +25,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         broker: dramatiq.Broker = FrugalRedisBroker(
             url=settings.REDIS_URL,
             wait_timeout=settings.REDIS_WAIT_TIMEOUT_MS,
+            safety_interval=settings.REDIS_SAFETY_INTERVAL_S,
             maintenance_interval=settings.REDIS_MAINTENANCE_INTERVAL_MS,
         )
     else:

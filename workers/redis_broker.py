@@ -45,9 +45,14 @@ from workers import redis_meter
 from workers.redis_consumer import FrugalConsumer
 from workers.redis_heartbeat import Heartbeat
 
+#: Longest time a blocked connection whose peer vanished silently (no FIN, no RST) goes
+#: unnoticed, in seconds: TCP keepalive probes, free of Redis commands, enforce it.
+DEFAULT_SAFETY_INTERVAL = 120
+#: Bounds of the safety interval, in seconds (the kernel takes whole seconds).
+SAFETY_INTERVAL_RANGE = (8, 3600)
 #: Longest single blocking wait on a queue list, in milliseconds. Messages wake a
-#: waiter at once whoever sent them; this only re-arms the wait, bounding how long a
-#: connection that died silently (no FIN, no keepalive answer) can go unnoticed.
+#: waiter at once whoever sent them; this only re-arms the wait (one billed command),
+#: the backstop for a proxy that answers keepalive probes after losing the server side.
 DEFAULT_WAIT_TIMEOUT = 30 * 60 * 1000
 #: How often a worker requeues dead workers' messages and drops expired dead letters,
 #: in milliseconds (stock Dramatiq: on a random 0.1% of its calls).
@@ -80,6 +85,8 @@ class FrugalRedisBroker(RedisBroker):
     Parameters:
       url(str): An optional connection URL (``redis://``, ``rediss://``).
       wait_timeout(int): Longest single blocking wait, in milliseconds.
+      safety_interval(int): Longest time a silently vanished peer of a blocked connection
+        goes unnoticed, in seconds (TCP keepalive; between 8 and 3600).
       maintenance_interval(int): Interval between two requeues of dead workers'
         messages by a worker, in milliseconds (the first comes one heartbeat timeout
         after a consumer starts).
@@ -92,12 +99,16 @@ class FrugalRedisBroker(RedisBroker):
         *,
         url: str | None = None,
         wait_timeout: int = DEFAULT_WAIT_TIMEOUT,
+        safety_interval: int = DEFAULT_SAFETY_INTERVAL,
         maintenance_interval: int = DEFAULT_MAINTENANCE_INTERVAL,
         maintenance_chance: int = DEFAULT_MAINTENANCE_CHANCE,
         heartbeat_timeout: int = DEFAULT_HEARTBEAT_TIMEOUT,
         dead_message_ttl: int = DEFAULT_DEAD_MESSAGE_TTL,
         **parameters: Any,
     ) -> None:
+        low, high = SAFETY_INTERVAL_RANGE
+        if not low <= safety_interval <= high:
+            raise ValueError(f"safety_interval must be {low}-{high} seconds, got {safety_interval}")
         if url and "client" not in parameters:
             parameters["connection_pool"] = redis.ConnectionPool.from_url(url, **no_housekeeping())
         elif "client" not in parameters and "connection_pool" not in parameters:
@@ -115,6 +126,7 @@ class FrugalRedisBroker(RedisBroker):
         self.stopping = threading.Event()
         self.add_middleware(_ShutdownNotice())
         self.wait_timeout = wait_timeout
+        self.safety_interval = safety_interval
         self.maintenance_interval = maintenance_interval
         self.heartbeat = Heartbeat(self._beat, heartbeat_timeout=heartbeat_timeout)
         for name in ("fetch", "maintenance"):

@@ -78,6 +78,7 @@ class FrugalConsumer(Consumer):
             broker.client,
             broker.key(queue_name),
             timeout=broker.wait_timeout / 1000,
+            safety_interval=broker.safety_interval,
             on_ready=self._wake.set,
         )
         self._canonical = not queue_name.endswith(".DQ")

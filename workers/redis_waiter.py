@@ -24,28 +24,36 @@ RECONNECT_DELAY_S = 1.0
 #: Longest wait for the waiter thread to end when closing, in seconds.
 CLOSE_TIMEOUT_S = 2.0
 
-#: Kernel keepalive probes on the blocked connection (free: no Redis command): a peer
-#: that vanished silently is detected within about IDLE + INTERVAL * COUNT seconds, and
-#: the probes keep NAT and proxy state alive during long waits.
-KEEPALIVE_OPTIONS = {
-    getattr(socket, name): value
-    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4))
-    if hasattr(socket, name)
-}
+#: Probes sent after the first idle period, before the kernel gives a connection up.
+KEEPALIVE_PROBES = 4
 
 
-def blocking_client(client: redis.Redis) -> redis.Redis:
+def keepalive_options(safety_interval: float) -> dict[int, int]:
+    """Return TCP keepalive socket options that notice a vanished peer within ``safety_interval``.
+
+    Probes are answered by the peer's kernel and cost no Redis command. The first is sent
+    after half the interval of silence (which also keeps NAT and load-balancer state
+    alive), then one every eighth of it; four unanswered probes end the connection, so a
+    peer that vanished silently is noticed within ``safety_interval`` seconds.
+    """
+    idle, interval = max(1, int(safety_interval / 2)), max(1, int(safety_interval / 8))
+    wanted = (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", KEEPALIVE_PROBES))
+    return {getattr(socket, name): value for name, value in wanted if hasattr(socket, name)}
+
+
+def blocking_client(client: redis.Redis, safety_interval: float) -> redis.Redis:
     """Return a one-connection client like ``client``, fit for waits of any length.
 
     No socket timeout (a blocking call may last longer than any read timeout), TCP
-    keepalive on, no automatic retry (the waiter decides what to do after an error).
+    keepalive probes within ``safety_interval`` seconds (:func:`keepalive_options`), no
+    automatic retry (the waiter decides what to do after an error).
     """
     pool = client.connection_pool
     kwargs = dict(pool.connection_kwargs)
     kwargs.update(
         socket_timeout=None,
         socket_keepalive=True,
-        socket_keepalive_options=KEEPALIVE_OPTIONS,
+        socket_keepalive_options=keepalive_options(safety_interval),
         retry=None,
         retry_on_error=[],
     )
@@ -63,16 +71,20 @@ class ListWaiter:
       client(redis.Redis): The broker's client; the waiter makes its own connection like it.
       key(str): The full key of the list (``dramatiq:default``).
       timeout(float): Longest single blocking call, in seconds; a timed-out call is
-        simply issued again, so this bounds how long a silently dead connection can go
-        unnoticed when keepalive probes cannot tell.
+        simply issued again, so this bounds how long a lost wait can go unnoticed when
+        keepalive probes cannot tell (a proxy that answers them itself).
+      safety_interval(float): Longest time a vanished peer goes unnoticed, in seconds
+        (TCP keepalive, no Redis command).
       on_ready(Callable[[], None]): Called from the waiter thread after a wake-up or error.
     """
 
-    def __init__(self, client: redis.Redis, key: str, *, timeout: float, on_ready) -> None:
+    def __init__(
+        self, client: redis.Redis, key: str, *, timeout: float, safety_interval: float, on_ready
+    ) -> None:
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.key = key
         self.timeout = timeout
-        self._client = blocking_client(client)
+        self._client = blocking_client(client, safety_interval)
         self._on_ready = on_ready
         self._armed = threading.Event()
         self._ready = threading.Event()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -404,6 +405,35 @@ def test_the_idle_wait_is_rearmed_within_the_wait_timeout(start_in_process, mete
     # Then it only re-arms its blocking waits: about one BLMOVE per list per second
     assert set(billed) == {"BLMOVE"}, billed
     assert 10 <= billed["BLMOVE"] <= 20, billed
+
+
+@pytest.mark.parametrize("kind", ["frugal"])
+def test_blocked_connections_probe_their_peer_within_the_safety_interval(start_in_process):
+    # Given an idle worker with a 40 s safety interval, its consumers blocked
+    in_process = start_in_process(safety_interval=40)
+    time.sleep(1)
+
+    # When we look at the sockets of its blocked waits
+    waiters = [thread.consumer._waiter for thread in in_process.worker.consumers.values()]
+    sockets = [
+        connection._sock
+        for waiter in waiters
+        for connection in waiter._client.connection_pool._in_use_connections
+    ]
+
+    # Then each has kernel keepalive probes set so that a vanished peer is noticed in
+    # 40 s: first probe after 20 s of silence, then every 5 s, given up after 4
+    assert len(sockets) == len(waiters) == 4  # 2 queues and their delay queues
+    for sock in sockets:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 20
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 4
+
+
+def test_a_safety_interval_out_of_range_is_refused(redis_url):
+    with pytest.raises(ValueError, match="safety_interval must be 8-3600 seconds, got 2"):
+        make_broker("frugal", redis_url, safety_interval=2)
 
 
 @pytest.mark.parametrize("kind", ["frugal"])
