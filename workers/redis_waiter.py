@@ -37,8 +37,8 @@ def keepalive_options(safety_interval: float) -> dict[int, int]:
     peer that vanished silently is noticed within ``safety_interval`` seconds.
     """
     idle, interval = max(1, int(safety_interval / 2)), max(1, int(safety_interval / 8))
-    wanted = (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", KEEPALIVE_PROBES))
-    return {getattr(socket, name): value for name, value in wanted if hasattr(socket, name)}
+    wanted = {"TCP_KEEPIDLE": idle, "TCP_KEEPINTVL": interval, "TCP_KEEPCNT": KEEPALIVE_PROBES}
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
 
 
 def blocking_client(client: redis.Redis, safety_interval: float) -> redis.Redis:

@@ -109,7 +109,11 @@ class OpenAIGenerator:
                 logger.warning(
                     "Chat completions for task %s failed (attempt %d of %d: %s); "
                     "retrying in %.2f s.",
-                    task_key, attempt, self.max_attempts, problem, delay,
+                    task_key,
+                    attempt,
+                    self.max_attempts,
+                    problem,
+                    delay,
                 )
                 time.sleep(delay)
         raise GeneratorError(
