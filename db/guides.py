@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from db.engine import session_scope, upsert_insert
-from db.models import HandsOn, Project, Task, TaskRun, utcnow
+from db.models import HandsOn, Project, Task, TaskRun, task_dependencies, utcnow
 
 if TYPE_CHECKING:
     from workers.generators.base import GuideRequest
@@ -18,8 +18,13 @@ class RunNotFoundError(LookupError):
     """Raised when a task run no longer exists (its job or project was deleted)."""
 
 
-def load_request(run_id: int, previous_guide: str | None = None) -> GuideRequest:
+def read_request(
+    session: orm.Session, run_id: int, previous_guide: str | None = None
+) -> GuideRequest:
     """Build the generator's request for a task run, with its dependencies' guides.
+
+    Two plain queries inside the caller's transaction (the one that marks the run
+    started: see :func:`db.progress.start_run`).
 
     Raises:
       RunNotFoundError: when the run is gone.
@@ -28,50 +33,54 @@ def load_request(run_id: int, previous_guide: str | None = None) -> GuideRequest
     # this module; a module-level import would make `import db.guides` first circular.
     from workers.generators.base import Dependency, GuideRequest
 
-    with session_scope() as session:
-        run = session.get(
-            TaskRun,
-            run_id,
-            options=[
-                orm.joinedload(TaskRun.task).selectinload(Task.depends_on).joinedload(Task.hands_on)
-            ],
-        )
-        if run is None:
-            raise RunNotFoundError(f"task run {run_id} does not exist")
-        task = run.task
-        project_name = session.scalar(sa.select(Project.name).where(Project.id == task.project_id))
-        return GuideRequest(
-            project_name=project_name or "",
-            task_key=task.key,
-            task_title=task.title,
-            task_description=task.description,
-            dependencies=tuple(
-                Dependency(dep.title, dep.hands_on.markdown if dep.hands_on else None)
-                for dep in task.depends_on
-            ),
-            previous_guide=previous_guide,
-        )
+    task = session.execute(
+        sa.select(Task.id, Task.key, Task.title, Task.description, Project.name)
+        .join(TaskRun, TaskRun.task_id == Task.id)
+        .join(Project, Project.id == Task.project_id)
+        .where(TaskRun.id == run_id)
+    ).one_or_none()
+    if task is None:
+        raise RunNotFoundError(f"task run {run_id} does not exist")
+    deps = task_dependencies.c
+    dependencies = session.execute(
+        sa.select(Task.title, HandsOn.markdown)
+        .join(task_dependencies, deps.depends_on_id == Task.id)
+        .outerjoin(HandsOn, HandsOn.task_id == Task.id)
+        .where(deps.task_id == task.id)
+        .order_by(Task.position)
+    ).all()
+    return GuideRequest(
+        project_name=task.name or "",
+        task_key=task.key,
+        task_title=task.title,
+        task_description=task.description,
+        dependencies=tuple(Dependency(title, markdown) for title, markdown in dependencies),
+        previous_guide=previous_guide,
+    )
 
 
 def save_guide(run_id: int, markdown: str, generator: str) -> None:
-    """Store (or replace) the guide of the run's task; safe to repeat."""
+    """Store (or replace) the guide of the run's task; safe to repeat.
+
+    One ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` statement.
+
+    Raises:
+      RunNotFoundError: when the run is gone.
+    """
+    now = utcnow()
     with session_scope() as session:
-        run = session.execute(
-            sa.select(TaskRun.task_id, TaskRun.job_id).where(TaskRun.id == run_id)
-        ).one_or_none()
-        if run is None:
-            raise RunNotFoundError(f"task run {run_id} does not exist")
-        now = utcnow()
-        values = {
-            "task_id": run.task_id,
-            "job_id": run.job_id,
-            "markdown": markdown,
-            "generator": generator,
-            "created_at": now,
-            "updated_at": now,
-        }
-        insert = upsert_insert(session, HandsOn).values(**values)
-        session.execute(
+        insert = upsert_insert(session, HandsOn).from_select(
+            ["task_id", "job_id", "markdown", "generator", "created_at", "updated_at"],
+            sa.select(
+                TaskRun.task_id,
+                TaskRun.job_id,
+                sa.literal(markdown, sa.Text),
+                sa.literal(generator, sa.String),
+                sa.literal(now, HandsOn.created_at.type),
+                sa.literal(now, HandsOn.updated_at.type),
+            ).where(TaskRun.id == run_id),
+        )
+        result = session.execute(
             insert.on_conflict_do_update(
                 index_elements=[HandsOn.task_id],
                 set_={
@@ -82,3 +91,5 @@ def save_guide(run_id: int, markdown: str, generator: str) -> None:
                 },
             )
         )
+        if result.rowcount == 0:
+            raise RunNotFoundError(f"task run {run_id} does not exist")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,34 +54,56 @@ class Outcome:
     job_status: str | None = None
 
 
-def start_run(run_id: int) -> tuple[Start, Outcome]:
-    """Mark a task run running (one more attempt), unless it should not run at all."""
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """What :func:`start_run` decided, and what its ``prepare`` callback returned."""
+
+    decision: Start
+    outcome: Outcome = Outcome()
+    #: The value ``prepare`` returned; None unless the run starts.
+    prepared: Any = None
+
+
+def start_run(run_id: int, prepare: Callable[[orm.Session, int], Any] | None = None) -> Started:
+    """Mark a task run running (one more attempt), unless it should not run at all.
+
+    The usual case is one guarded UPDATE (still unfinished, no failed dependency) plus
+    its event; why a run may not start is looked up only when that UPDATE matched nothing.
+    When the run starts, ``prepare(session, run_id)`` reads what the task needs in the
+    same transaction (one round of BEGIN/COMMIT for both).
+    """
     with session_scope() as session:
-        row = session.execute(
-            sa.select(TaskRun.status, TaskRun.job_id, TaskRun.task_id).where(TaskRun.id == run_id)
-        ).one_or_none()
-        if row is None or row.status not in UNFINISHED_RUN_STATES:
-            return Start.DUPLICATE, Outcome()
-        blocker = _failed_dependency(session, row.job_id, row.task_id)
-        if blocker is not None:
-            error = f"skipped: the task it depends on, {blocker!r}, did not succeed"
-            return Start.SKIPPED, _finish(session, run_id, RunStatus.SKIPPED, error)
-        attempt = session.execute(
+        started = session.execute(
             sa.update(TaskRun)
-            .where(TaskRun.id == run_id, TaskRun.status.in_(UNFINISHED_RUN_STATES))
+            .where(
+                TaskRun.id == run_id,
+                TaskRun.status.in_(UNFINISHED_RUN_STATES),
+                ~_failed_dependencies(TaskRun.job_id, TaskRun.task_id).exists(),
+            )
             .values(
                 status=RunStatus.RUNNING,
                 attempts=TaskRun.attempts + 1,
                 started_at=utcnow(),
                 updated_at=utcnow(),
             )
-            .returning(TaskRun.attempts)
-        ).scalar_one_or_none()
-        if attempt is None:
-            return Start.DUPLICATE, Outcome()
-        payload = {"run": run_id, "task": row.task_id, "attempt": attempt}
-        events.append(session, row.job_id, [("task_started", payload)])
-        return Start.RUN, Outcome()
+            .returning(TaskRun.job_id, TaskRun.task_id, TaskRun.attempts)
+        ).one_or_none()
+        if started is not None:
+            payload = {"run": run_id, "task": started.task_id, "attempt": started.attempts}
+            events.append(session, started.job_id, [("task_started", payload)])
+            prepared = None if prepare is None else prepare(session, run_id)
+            return Started(Start.RUN, prepared=prepared)
+        row = session.execute(
+            sa.select(TaskRun.status, TaskRun.job_id, TaskRun.task_id).where(TaskRun.id == run_id)
+        ).one_or_none()
+        if row is None or row.status not in UNFINISHED_RUN_STATES:
+            return Started(Start.DUPLICATE)
+        blocker = session.scalar(_failed_dependencies(row.job_id, row.task_id).limit(1))
+        if blocker is None:
+            # It changed under us (a concurrent rerun): leave it to the reconciler.
+            return Started(Start.DUPLICATE)
+        error = f"skipped: the task it depends on, {blocker!r}, did not succeed"
+        return Started(Start.SKIPPED, _finish(session, run_id, RunStatus.SKIPPED, error))
 
 
 def record_outcome(run_id: int, status: RunStatus, error: str | None = None) -> Outcome:
@@ -103,15 +126,21 @@ def record_retry(run_id: int, error: str) -> None:
             events.append(session, row.job_id, [("task_retrying", payload)])
 
 
-def _failed_dependency(session: orm.Session, job_id: int, task_id: int) -> str | None:
-    """Return the key of a dependency whose run in this job did not succeed, if any."""
+def _failed_dependencies(job_id: Any, task_id: Any) -> sa.Select[tuple[str]]:
+    """Select the keys of the task's dependencies whose runs in the job did not succeed.
+
+    ``job_id`` and ``task_id`` are values or columns of an enclosing statement.
+    """
     deps = task_dependencies.c
-    return session.scalar(
+    dependency_run = orm.aliased(TaskRun)
+    return (
         sa.select(Task.key)
         .join(task_dependencies, deps.depends_on_id == Task.id)
-        .join(TaskRun, sa.and_(TaskRun.task_id == Task.id, TaskRun.job_id == job_id))
-        .where(deps.task_id == task_id, TaskRun.status.in_(_NOT_SUCCEEDED))
-        .limit(1)
+        .join(
+            dependency_run,
+            sa.and_(dependency_run.task_id == Task.id, dependency_run.job_id == job_id),
+        )
+        .where(deps.task_id == task_id, dependency_run.status.in_(_NOT_SUCCEEDED))
     )
 
 

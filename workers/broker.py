@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import CurrentMessage, Retries
+from dramatiq.middleware import CurrentMessage, Pipelines
 
 import db
 from settings import Settings, get_settings
@@ -35,7 +35,9 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         broker.fail_fast_default = False
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(GracefulTermination())
-    broker.add_middleware(Progress(), before=Retries)
+    # After-hooks run in reverse order: Retries decides whether a failure is final, then
+    # Pipelines sends a pipeline's next step, then Progress records the outcome.
+    broker.add_middleware(Progress(), before=Pipelines)
     if settings.REDIS_URL:
         # Attributes each Redis command to the job it serves, for `handson budget`.
         broker.add_middleware(Metering(), before=Progress)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from db import guides
+from db import guides, session_scope
 from settings import get_settings
 from workers.generators import get_generator
-from workers.generators.base import PermanentGeneratorError
+from workers.generators.base import GuideRequest, PermanentGeneratorError
+from workers.middleware.progress import prepared
 
 _settings = get_settings()
 
@@ -21,6 +24,7 @@ _settings = get_settings()
     time_limit=_settings.TASK_TIME_LIMIT_MS,
     throws=(PermanentGeneratorError, guides.RunNotFoundError),
     progress=True,
+    prepare_run=guides.read_request,
 )
 def generate_hands_on(task_run_id: int, previous_guide: str | None = None) -> str | None:
     """Generate and store the guide of one task run.
@@ -32,7 +36,11 @@ def generate_hands_on(task_run_id: int, previous_guide: str | None = None) -> st
 
     settings = broker.current_settings()
     generator = get_generator(settings)
-    request = guides.load_request(task_run_id, previous_guide)
+    request = prepared()
+    if not isinstance(request, GuideRequest):  # called outside a worker
+        with session_scope() as session:
+            request = guides.read_request(session, task_run_id)
+    request = dataclasses.replace(request, previous_guide=previous_guide)
     markdown = generator.generate(request)[: settings.MAX_GUIDE_CHARS]
     guides.save_guide(task_run_id, markdown, generator.name)
     message = CurrentMessage.get_current_message()

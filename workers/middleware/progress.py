@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from typing import Any
 
@@ -14,6 +15,16 @@ from db.models import RunStatus
 #: Longest error text stored on a task run, in characters.
 MAX_ERROR_CHARS = 2_000
 
+_prepared: contextvars.ContextVar[Any] = contextvars.ContextVar("handson_prepared", default=None)
+
+
+def prepared() -> Any:
+    """Return what the current message's ``prepare_run`` read when its run started.
+
+    None outside a worker's handling of a message of an actor with that option.
+    """
+    return _prepared.get()
+
 
 def describe(exception: BaseException) -> str:
     """Return a one-line description of a task failure for users to read."""
@@ -25,11 +36,15 @@ def describe(exception: BaseException) -> str:
 class Progress(Middleware):
     """Turns task messages' fates into guarded database updates and releases next batches.
 
-    Must sit before ``Retries`` in the broker's middleware list: ``after_*`` hooks run
-    in reverse order, so Retries has decided whether a failure is final
-    (``message.failed``) by the time this middleware records it.
+    Must sit before ``Pipelines`` (which sits before ``Retries``) in the broker's
+    middleware list: ``after_*`` hooks run in reverse order, so Retries has decided
+    whether a failure is final (``message.failed``) by the time this middleware records
+    it, and a pipeline's next step is already on its way while the outcome is written
+    (off the critical path; a crash in between redelivers this step, counted once).
 
-    Actors opt in with ``progress=True``; their first argument is the task run id.
+    Actors opt in with ``progress=True``; their first argument is the task run id. An
+    actor may also give ``prepare_run=f``: ``f(session, run_id)`` runs in the transaction
+    that marks the run started, and the actor reads its result with :func:`prepared`.
     """
 
     def __init__(self) -> None:
@@ -37,7 +52,7 @@ class Progress(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        return {"progress"}
+        return {"progress", "prepare_run"}
 
     def _run_id(self, broker: dramatiq.Broker, message: Any) -> int | None:
         actor = broker.get_actor(message.actor_name)
@@ -47,10 +62,15 @@ class Progress(Middleware):
         run_id = self._run_id(broker, message)
         if run_id is None:
             return
-        decision, outcome = progress.start_run(run_id)
-        self._follow_up(outcome)
-        if decision is not progress.Start.RUN:
-            raise SkipMessage(f"task run {run_id}: {decision}")
+        prepare = broker.get_actor(message.actor_name).options.get("prepare_run")
+        started = progress.start_run(run_id, prepare)
+        self._follow_up(started.outcome)
+        if started.decision is not progress.Start.RUN:
+            raise SkipMessage(f"task run {run_id}: {started.decision}")
+        _prepared.set(started.prepared)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        _prepared.set(None)
 
     def after_process_message(
         self,
@@ -60,6 +80,7 @@ class Progress(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
+        _prepared.set(None)
         run_id = self._run_id(broker, message)
         if run_id is None:
             return
