@@ -26,20 +26,11 @@ def insert(session: orm.Session, job_id: int, last_seq: int, events: Sequence[Ne
         return
     first = last_seq - len(events) + 1
     now = utcnow()
-    session.execute(
-        sa.insert(Event),
-        [
-            {
-                "job_id": job_id,
-                "seq": first + i,
-                "type": kind,
-                "payload": payload,
-                "created_at": now,
-            }
-            for i, (kind, payload) in enumerate(events)
-        ],
-    )
-    notify.publish(session, job_id, last_seq)
+    rows = [
+        {"job_id": job_id, "seq": first + i, "type": kind, "payload": payload, "created_at": now}
+        for i, (kind, payload) in enumerate(events)
+    ]
+    notify.publish(session, job_id, last_seq, along=sa.insert(Event).values(rows))
 
 
 def append(session: orm.Session, job_id: int, events: Sequence[NewEvent]) -> int:

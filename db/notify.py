@@ -28,10 +28,22 @@ job_event = _signals.signal("job-event")
 _PENDING = "handson_pending_notifications"
 
 
-def publish(session: orm.Session, job_id: int, seq: int) -> None:
-    """On commit of ``session``'s transaction, announce that ``job_id`` has events to ``seq``."""
+def publish(
+    session: orm.Session, job_id: int, seq: int, along: sa.Executable | None = None
+) -> None:
+    """On commit of ``session``'s transaction, announce that ``job_id`` has events to ``seq``.
+
+    ``along`` is a write to run with it: on PostgreSQL both go in one statement (the
+    write as a data-modifying CTE of the ``SELECT pg_notify``), one round trip less
+    while the writer holds the job's row lock.
+    """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.select(sa.func.pg_notify(CHANNEL, f"{job_id}:{seq}")))
+        announce = sa.select(sa.func.pg_notify(CHANNEL, f"{job_id}:{seq}"))
+        if along is not None:
+            announce = announce.add_cte(along.cte("written"))
+        session.execute(announce)
+    elif along is not None:
+        session.execute(along)
     session.info.setdefault(_PENDING, {})[job_id] = seq
 
 
