@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from db.dispatch import DispatchSpec
 
 K = TypeVar("K", bound=Hashable)
 
@@ -217,15 +220,21 @@ def dispatch_batch(batch_id: int) -> int:
     step's guide by Dramatiq's ``Pipelines`` middleware. Returns the number of
     messages sent (a pipeline sends its later steps as the earlier ones succeed).
     """
+    from db import dispatch
+
+    spec = dispatch.load_dispatch(batch_id)
+    return 0 if spec is None else send_batch(spec)
+
+
+def send_batch(spec: DispatchSpec) -> int:
+    """Send what ``spec`` says (see :func:`dispatch_batch`); return the messages sent."""
     # Imported here: workers import pipelines (to dispatch the next batch), so a
     # module-level import would be circular.
     import dramatiq
 
-    from db import dispatch
     from workers.actors.generate import generate_hands_on
 
-    spec = dispatch.load_dispatch(batch_id)
-    if spec is None or not spec.run_ids:
+    if not spec.run_ids:
         return 0
     options = {} if spec.max_retries is None else {"max_retries": spec.max_retries}
     messages = [

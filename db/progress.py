@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from db import counters, events
+from db import counters, dispatch, events
 from db.engine import session_scope
 from db.models import (
     UNFINISHED_RUN_STATES,
@@ -50,6 +50,8 @@ class Outcome:
 
     #: A batch this change started: dispatch its messages (after commit).
     next_batch_id: int | None = None
+    #: What to send for that batch, read in the same transaction.
+    next_dispatch: dispatch.DispatchSpec | None = None
     #: The job's final status when this change finalized it.
     job_status: str | None = None
 
@@ -164,12 +166,15 @@ def _finish(session: orm.Session, run_id: int, status: RunStatus, error: str | N
             new_events.append(("task_skipped", {"run": skipped.id, "task": skipped.task_id}))
 
     batch, completed = counters.count_in_batch(session, run.batch_id, counts, now)
-    next_batch = None
+    next_batch = next_dispatch = None
     if completed:
         new_events.append(("batch_completed", counters.batch_payload(batch)))
         next_batch = counters.start_next_batch(session, run.job_id, batch.index, now)
         if next_batch is not None:
             new_events.append(("batch_started", counters.batch_payload(next_batch)))
+            # Read now, before the job's row is locked, rather than in a transaction of
+            # its own after commit: the next batch goes out one round of queries sooner.
+            next_dispatch = dispatch.read_dispatch(session, next_batch.id)
 
     job = counters.count_in_job(session, run.job_id, counts, completed, next_batch, len(new_events))
     for _, payload in new_events:
@@ -181,6 +186,7 @@ def _finish(session: orm.Session, run_id: int, status: RunStatus, error: str | N
         job_status = counters.finalize(session, run.job_id, now)
     return Outcome(
         next_batch_id=None if next_batch is None else next_batch.id,
+        next_dispatch=next_dispatch,
         job_status=job_status,
     )
 

@@ -95,11 +95,11 @@ class Progress(Middleware):
 
     def _follow_up(self, outcome: progress.Outcome) -> None:
         """Act on a committed change: dispatch the batch it started, log a finished job."""
-        if outcome.next_batch_id is not None:
+        if outcome.next_dispatch is not None:
             # Imported here: pipelines imports the actors, which need this middleware.
             import pipelines
 
-            pipelines.dispatch_batch(outcome.next_batch_id)
+            pipelines.send_batch(outcome.next_dispatch)
         if outcome.job_status is not None:
             self.logger.info(
                 "A job finished with status %s.", outcome.job_status, extra={"action": "finish_job"}
