@@ -114,9 +114,13 @@ def start_worker_process(
     *,
     threads: int = 2,
     env: dict[str, str] | None = None,
+    dramatiq_log: str | None = None,
     **options: Any,
 ) -> subprocess.Popen:
-    """Start ``dramatiq redis_kit`` (one process) on a ``kind`` broker with ``options``."""
+    """Start ``dramatiq redis_kit`` (one process) on a ``kind`` broker with ``options``.
+
+    Dramatiq's own log goes to ``dramatiq_log`` when given, else nowhere.
+    """
     env = {**os.environ, **(env or {})}
     env.update(
         KIT_BROKER=kind,
@@ -129,6 +133,7 @@ def start_worker_process(
         [
             *(sys.executable, "-m", "dramatiq", "redis_kit", "--processes", "1"),
             *("--threads", str(threads), "--worker-shutdown-timeout", "5000"),
+            *(("--log-file", dramatiq_log) if dramatiq_log else ()),
         ],
         env=env,
         cwd=ROOT,
