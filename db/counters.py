@@ -22,45 +22,59 @@ def count_in_batch(
 ) -> tuple[sa.Row[Any], bool]:
     """Move the batch's counters; return its row and whether this change completed it."""
     added = sum(counts.values())
-    batch = session.execute(
-        sa.update(Batch)
-        .where(Batch.id == batch_id)
-        .values(
-            done=Batch.done + added,
-            succeeded=Batch.succeeded + counts[RunStatus.SUCCEEDED],
-            failed=Batch.failed + counts[RunStatus.FAILED],
-            skipped=Batch.skipped + counts[RunStatus.SKIPPED],
-            cancelled=Batch.cancelled + counts[RunStatus.CANCELLED],
+    batch = (
+        session.connection()
+        .execute(
+            sa.update(Batch)
+            .where(Batch.id == batch_id)
+            .values(
+                done=Batch.done + added,
+                succeeded=Batch.succeeded + counts[RunStatus.SUCCEEDED],
+                failed=Batch.failed + counts[RunStatus.FAILED],
+                skipped=Batch.skipped + counts[RunStatus.SKIPPED],
+                cancelled=Batch.cancelled + counts[RunStatus.CANCELLED],
+            )
+            .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
         )
-        .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
-    ).one()
+        .one()
+    )
     # The row lock serializes these increments: exactly one change crosses the total.
     crossed = batch.done - added < batch.total <= batch.done
     if not crossed or batch.status != BatchStatus.RUNNING:
         return batch, False
-    completed = session.execute(
-        sa.update(Batch)
-        .where(Batch.id == batch_id, Batch.status == BatchStatus.RUNNING)
-        .values(status=BatchStatus.COMPLETED, finished_at=now)
-    ).rowcount
+    completed = (
+        session.connection()
+        .execute(
+            sa.update(Batch)
+            .where(Batch.id == batch_id, Batch.status == BatchStatus.RUNNING)
+            .values(status=BatchStatus.COMPLETED, finished_at=now)
+        )
+        .rowcount
+    )
     return batch, completed == 1
 
 
 def start_next_batch(session: orm.Session, job_id: int, index: int, now: Any) -> sa.Row[Any] | None:
     """Mark the batch after ``index`` running, once; return it, or None when there is none."""
-    return session.execute(
-        sa.update(Batch)
-        .where(
-            Batch.job_id == job_id, Batch.index == index + 1, Batch.status == BatchStatus.PENDING
+    return (
+        session.connection()
+        .execute(
+            sa.update(Batch)
+            .where(
+                Batch.job_id == job_id,
+                Batch.index == index + 1,
+                Batch.status == BatchStatus.PENDING,
+            )
+            .values(
+                status=BatchStatus.RUNNING,
+                started_at=now,
+                dispatched_at=now,
+                dispatches=Batch.dispatches + 1,
+            )
+            .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
         )
-        .values(
-            status=BatchStatus.RUNNING,
-            started_at=now,
-            dispatched_at=now,
-            dispatches=Batch.dispatches + 1,
-        )
-        .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
-    ).one_or_none()
+        .one_or_none()
+    )
 
 
 def count_in_job(
@@ -83,22 +97,26 @@ def count_in_job(
         values["completed_batches"] = Job.completed_batches + 1
     if next_batch is not None:
         values["current_batch"] = next_batch.index
-    return session.execute(
-        sa.update(Job)
-        .where(Job.id == job_id)
-        .values(**values)
-        .returning(
-            Job.event_seq,
-            Job.total_tasks,
-            Job.done_tasks,
-            Job.succeeded_tasks,
-            Job.failed_tasks,
-            Job.skipped_tasks,
-            Job.cancelled_tasks,
-            Job.completed_batches,
-            Job.total_batches,
+    return (
+        session.connection()
+        .execute(
+            sa.update(Job)
+            .where(Job.id == job_id)
+            .values(**values)
+            .returning(
+                Job.event_seq,
+                Job.total_tasks,
+                Job.done_tasks,
+                Job.succeeded_tasks,
+                Job.failed_tasks,
+                Job.skipped_tasks,
+                Job.cancelled_tasks,
+                Job.completed_batches,
+                Job.total_batches,
+            )
         )
-    ).one()
+        .one()
+    )
 
 
 def finalize(session: orm.Session, job_id: int, now: Any) -> str | None:
@@ -111,12 +129,16 @@ def finalize(session: orm.Session, job_id: int, now: Any) -> str | None:
         (Job.succeeded_tasks == 0, JobStatus.FAILED.value),
         else_=JobStatus.PARTIAL.value,
     )
-    job = session.execute(
-        sa.update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-        .values(status=final, finished_at=now, current_batch=None)
-        .returning(Job.status, Job.done_tasks, Job.succeeded_tasks, Job.failed_tasks)
-    ).one_or_none()
+    job = (
+        session.connection()
+        .execute(
+            sa.update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+            .values(status=final, finished_at=now, current_batch=None)
+            .returning(Job.status, Job.done_tasks, Job.succeeded_tasks, Job.failed_tasks)
+        )
+        .one_or_none()
+    )
     if job is None:
         return None
     events.append(session, job_id, [("job_finished", {"status": job.status})])

@@ -30,23 +30,31 @@ def load_dispatch(batch_id: int) -> DispatchSpec | None:
 
 def read_dispatch(session: orm.Session, batch_id: int) -> DispatchSpec | None:
     """Like :func:`load_dispatch`, inside the caller's transaction (the one starting it)."""
-    batch = session.execute(
-        sa.select(Batch.mode, Batch.status, Job.max_retries)
-        .join(Job, Job.id == Batch.job_id)
-        .where(Batch.id == batch_id)
-    ).one_or_none()
+    batch = (
+        session.connection()
+        .execute(
+            sa.select(Batch.mode, Batch.status, Job.max_retries)
+            .join(Job, Job.id == Batch.job_id)
+            .where(Batch.id == batch_id)
+        )
+        .one_or_none()
+    )
     if batch is None or batch.status != BatchStatus.RUNNING:
         return None
-    runs = session.execute(
-        sa.select(TaskRun.id, TaskRun.status, TaskRun.task_id)
-        .where(TaskRun.batch_id == batch_id)
-        .order_by(TaskRun.position)
-    ).all()
+    runs = (
+        session.connection()
+        .execute(
+            sa.select(TaskRun.id, TaskRun.status, TaskRun.task_id)
+            .where(TaskRun.batch_id == batch_id)
+            .order_by(TaskRun.position)
+        )
+        .all()
+    )
     pending = [i for i, run in enumerate(runs) if run.status in UNFINISHED_RUN_STATES]
     previous_output = None
     if batch.mode == BatchMode.PIPELINE and pending and pending[0] > 0:
         previous_task = runs[pending[0] - 1].task_id
-        previous_output = session.scalar(
+        previous_output = session.connection().scalar(
             sa.select(HandsOn.markdown).where(HandsOn.task_id == previous_task)
         )
     return DispatchSpec(

@@ -35,12 +35,16 @@ def insert(session: orm.Session, job_id: int, last_seq: int, events: Sequence[Ne
 
 def append(session: orm.Session, job_id: int, events: Sequence[NewEvent]) -> int:
     """Reserve sequence numbers on the job row, store ``events``; return the last seq."""
-    last_seq = session.execute(
-        sa.update(Job)
-        .where(Job.id == job_id)
-        .values(event_seq=Job.event_seq + len(events))
-        .returning(Job.event_seq)
-    ).scalar_one()
+    last_seq = (
+        session.connection()
+        .execute(
+            sa.update(Job)
+            .where(Job.id == job_id)
+            .values(event_seq=Job.event_seq + len(events))
+            .returning(Job.event_seq)
+        )
+        .scalar_one()
+    )
     insert(session, job_id, last_seq, events)
     return last_seq
 

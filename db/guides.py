@@ -33,22 +33,30 @@ def read_request(
     # this module; a module-level import would make `import db.guides` first circular.
     from workers.generators.base import Dependency, GuideRequest
 
-    task = session.execute(
-        sa.select(Task.id, Task.key, Task.title, Task.description, Project.name)
-        .join(TaskRun, TaskRun.task_id == Task.id)
-        .join(Project, Project.id == Task.project_id)
-        .where(TaskRun.id == run_id)
-    ).one_or_none()
+    task = (
+        session.connection()
+        .execute(
+            sa.select(Task.id, Task.key, Task.title, Task.description, Project.name)
+            .join(TaskRun, TaskRun.task_id == Task.id)
+            .join(Project, Project.id == Task.project_id)
+            .where(TaskRun.id == run_id)
+        )
+        .one_or_none()
+    )
     if task is None:
         raise RunNotFoundError(f"task run {run_id} does not exist")
     deps = task_dependencies.c
-    dependencies = session.execute(
-        sa.select(Task.title, HandsOn.markdown)
-        .join(task_dependencies, deps.depends_on_id == Task.id)
-        .outerjoin(HandsOn, HandsOn.task_id == Task.id)
-        .where(deps.task_id == task.id)
-        .order_by(Task.position)
-    ).all()
+    dependencies = (
+        session.connection()
+        .execute(
+            sa.select(Task.title, HandsOn.markdown)
+            .join(task_dependencies, deps.depends_on_id == Task.id)
+            .outerjoin(HandsOn, HandsOn.task_id == Task.id)
+            .where(deps.task_id == task.id)
+            .order_by(Task.position)
+        )
+        .all()
+    )
     return GuideRequest(
         project_name=task.name or "",
         task_key=task.key,
@@ -80,7 +88,7 @@ def save_guide(run_id: int, markdown: str, generator: str) -> None:
                 sa.literal(now, HandsOn.updated_at.type),
             ).where(TaskRun.id == run_id),
         )
-        result = session.execute(
+        result = session.connection().execute(
             insert.on_conflict_do_update(
                 index_elements=[HandsOn.task_id],
                 set_={

@@ -41,9 +41,9 @@ def publish(
         announce = sa.select(sa.func.pg_notify(CHANNEL, f"{job_id}:{seq}"))
         if along is not None:
             announce = announce.add_cte(along.cte("written"))
-        session.execute(announce)
+        session.connection().execute(announce)
     elif along is not None:
-        session.execute(along)
+        session.connection().execute(along)
     session.info.setdefault(_PENDING, {})[job_id] = seq
 
 

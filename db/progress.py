@@ -4,6 +4,10 @@ Every change is a conditional ``UPDATE ... WHERE status IN (unfinished)`` and ev
 counter moves atomically in SQL (``done = done + 1``), so a message that runs twice is
 counted once, a batch completes once, the next batch starts once and a job is finalized
 once. Recording one outcome costs a fixed number of statements, whatever the job's size.
+
+These statements run on every task, so they go straight to the session's connection
+(SQLAlchemy Core): the ORM's per-statement work would about double their Python time,
+which worker threads of one process pay in turn (the GIL).
 """
 
 from __future__ import annotations
@@ -75,32 +79,45 @@ def start_run(run_id: int, prepare: Callable[[orm.Session, int], Any] | None = N
     same transaction (one round of BEGIN/COMMIT for both).
     """
     with session_scope() as session:
-        started = session.execute(
-            sa.update(TaskRun)
-            .where(
-                TaskRun.id == run_id,
-                TaskRun.status.in_(UNFINISHED_RUN_STATES),
-                ~_failed_dependencies(TaskRun.job_id, TaskRun.task_id).exists(),
+        started = (
+            session.connection()
+            .execute(
+                sa.update(TaskRun)
+                .where(
+                    TaskRun.id == run_id,
+                    TaskRun.status.in_(UNFINISHED_RUN_STATES),
+                    ~_failed_dependencies(TaskRun.job_id, TaskRun.task_id).exists(),
+                )
+                .values(
+                    status=RunStatus.RUNNING,
+                    attempts=TaskRun.attempts + 1,
+                    started_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+                .returning(TaskRun.job_id, TaskRun.task_id, TaskRun.attempts)
             )
-            .values(
-                status=RunStatus.RUNNING,
-                attempts=TaskRun.attempts + 1,
-                started_at=utcnow(),
-                updated_at=utcnow(),
-            )
-            .returning(TaskRun.job_id, TaskRun.task_id, TaskRun.attempts)
-        ).one_or_none()
+            .one_or_none()
+        )
         if started is not None:
+            # Read before the event locks the job's row: concurrent starts of a batch
+            # then queue on that lock for as short a time as possible.
+            prepared = None if prepare is None else prepare(session, run_id)
             payload = {"run": run_id, "task": started.task_id, "attempt": started.attempts}
             events.append(session, started.job_id, [("task_started", payload)])
-            prepared = None if prepare is None else prepare(session, run_id)
             return Started(Start.RUN, prepared=prepared)
-        row = session.execute(
-            sa.select(TaskRun.status, TaskRun.job_id, TaskRun.task_id).where(TaskRun.id == run_id)
-        ).one_or_none()
+        row = (
+            session.connection()
+            .execute(
+                sa.select(TaskRun.status, TaskRun.job_id, TaskRun.task_id).where(
+                    TaskRun.id == run_id
+                )
+            )
+            .one_or_none()
+        )
         if row is None or row.status not in UNFINISHED_RUN_STATES:
             return Started(Start.DUPLICATE)
-        blocker = session.scalar(_failed_dependencies(row.job_id, row.task_id).limit(1))
+        dependencies = _failed_dependencies(row.job_id, row.task_id)
+        blocker = session.connection().scalar(dependencies.limit(1))
         if blocker is None:
             # It changed under us (a concurrent rerun): leave it to the reconciler.
             return Started(Start.DUPLICATE)
@@ -117,12 +134,16 @@ def record_outcome(run_id: int, status: RunStatus, error: str | None = None) -> 
 def record_retry(run_id: int, error: str) -> None:
     """Note a failed attempt that will be retried; the run goes back to queued."""
     with session_scope() as session:
-        row = session.execute(
-            sa.update(TaskRun)
-            .where(TaskRun.id == run_id, TaskRun.status.in_(UNFINISHED_RUN_STATES))
-            .values(status=RunStatus.QUEUED, error=error, updated_at=utcnow())
-            .returning(TaskRun.job_id, TaskRun.task_id, TaskRun.attempts)
-        ).one_or_none()
+        row = (
+            session.connection()
+            .execute(
+                sa.update(TaskRun)
+                .where(TaskRun.id == run_id, TaskRun.status.in_(UNFINISHED_RUN_STATES))
+                .values(status=RunStatus.QUEUED, error=error, updated_at=utcnow())
+                .returning(TaskRun.job_id, TaskRun.task_id, TaskRun.attempts)
+            )
+            .one_or_none()
+        )
         if row is not None:
             payload = {"run": run_id, "task": row.task_id, "attempt": row.attempts, "error": error}
             events.append(session, row.job_id, [("task_retrying", payload)])
@@ -148,12 +169,16 @@ def _failed_dependencies(job_id: Any, task_id: Any) -> sa.Select[tuple[str]]:
 
 def _finish(session: orm.Session, run_id: int, status: RunStatus, error: str | None) -> Outcome:
     now = utcnow()
-    run = session.execute(
-        sa.update(TaskRun)
-        .where(TaskRun.id == run_id, TaskRun.status.in_(UNFINISHED_RUN_STATES))
-        .values(status=status, error=error, finished_at=now, updated_at=now)
-        .returning(TaskRun.job_id, TaskRun.batch_id, TaskRun.position, TaskRun.task_id)
-    ).one_or_none()
+    run = (
+        session.connection()
+        .execute(
+            sa.update(TaskRun)
+            .where(TaskRun.id == run_id, TaskRun.status.in_(UNFINISHED_RUN_STATES))
+            .values(status=status, error=error, finished_at=now, updated_at=now)
+            .returning(TaskRun.job_id, TaskRun.batch_id, TaskRun.position, TaskRun.task_id)
+        )
+        .one_or_none()
+    )
     if run is None:
         return Outcome()
     counts = collections.Counter({status: 1})
@@ -199,7 +224,7 @@ def _skip_rest_of_pipeline(
         sa.select(Batch.id).where(Batch.id == batch_id, Batch.mode == BatchMode.PIPELINE).exists()
     )
     return list(
-        session.execute(
+        session.connection().execute(
             sa.update(TaskRun)
             .where(
                 TaskRun.batch_id == batch_id,
