@@ -71,4 +71,4 @@ def test_outcome_cost_is_the_same_for_10_and_1000_tasks(database_url: str):
     # Then each costs the same, small, number of statements
     assert small == large
     start, plain, completing = small
-    assert plain <= 8 and completing <= 12 and start <= 8
+    assert plain <= 5 and completing <= 9 and start <= 4
