@@ -55,13 +55,13 @@ def use_broker_kind(kind: str, options: dict[str, Any] | None = None) -> None:
     from dramatiq.brokers.redis import RedisBroker
 
     from workers import broker as worker_setup
-    from workers.redis_broker import FrugalRedisBroker
+    from workers.redis_broker import FRUGAL_OPTIONS, FrugalRedisBroker
 
     def build(**kwargs: Any) -> Any:
         kwargs.update(options or {})  # the bench's timers win over the settings'
         if kind == "stock":  # settings for our consumer mean nothing to Dramatiq's
-            kwargs.pop("wait_timeout", None)
-            kwargs.pop("maintenance_interval", None)
+            for option in FRUGAL_OPTIONS:
+                kwargs.pop(option, None)
             return RedisBroker(**kwargs)
         return FrugalRedisBroker(**kwargs)
 

@@ -22,7 +22,7 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from workers.redis_broker import FrugalRedisBroker
+from workers.redis_broker import FRUGAL_OPTIONS, FrugalRedisBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Broker kinds every conformance test runs against.
@@ -40,8 +40,8 @@ def make_broker(kind: str, url: str, **options: Any) -> RedisBroker:
     the frugal broker knows are dropped for the stock one.
     """
     if kind == "stock":
-        for frugal_only in ("wait_timeout", "safety_interval", "maintenance_interval"):
-            options.pop(frugal_only, None)
+        for option in FRUGAL_OPTIONS:
+            options.pop(option, None)
         return RedisBroker(url=url, **options)
     return FrugalRedisBroker(url=url, **options)
 

@@ -4,8 +4,9 @@ A redis-py connection class hook: every command sent (plain calls and pipelines 
 is counted under its name and under the task run the sending thread is working for, if
 any (set by :class:`workers.middleware.metering.Metering`; runs map to jobs when stored).
 Counting is a dictionary increment; nothing is sent to Redis for metering. Commands run
-inside Lua scripts are billed by hosts but invisible to a client: a script call counts
-once here.
+inside Lua scripts are billed by hosts but invisible to a client: the broker adds those
+of its fetch script (which it can tell from the reply) with :meth:`Meter.count`; other
+script calls (hourly maintenance, Dramatiq's nack) count once.
 """
 
 from __future__ import annotations

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import threading
+import time
 
 import dramatiq
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from jobwatch import wait_for_job
+from redis_kit import CommandMeter
 from workerkit import fast_settings, make_project
 
 import db
@@ -50,6 +53,34 @@ def test_the_broker_counts_every_command_it_sends_by_thread(redis_url):
     # Then the billed commands are counted, each under its sender's run
     counts = METER.take()
     assert counts == {("HSET", 7): 1, ("RPUSH", 7): 1, ("LLEN", None): 1}
+
+
+def test_the_meter_matches_a_per_command_hosts_bill_of_fetches(redis_url, tmp_path):
+    # Given our broker, with MONITOR recording what the server runs
+    broker = FrugalRedisBroker(url=redis_url)
+    monitor = CommandMeter(redis_url, tmp_path / "monitor.log")
+    METER.take()
+    start = time.time()
+
+    # When it enqueues 3 messages, fetches them (writing a heartbeat), then finds none
+    for i in range(3):
+        broker.do_enqueue("metered", f"id-{i}", b"{}")
+    assert len(broker.fetch("metered", 5)) == 3
+    assert broker.fetch("metered", 5) == []
+    time.sleep(0.3)  # MONITOR output reaches its log
+    billed = monitor.bill(start, time.time())
+    monitor.stop()
+    broker.close()
+
+    # Then the meter counts what the host bills, script inner calls included
+    metered = collections.Counter()
+    for (command, _run), n in METER.take().items():
+        metered[command] += n
+    as_billed = collections.Counter({name.removeprefix("lua:"): 0 for name in billed})
+    for name, n in billed.items():
+        as_billed[name.removeprefix("lua:")] += n
+    assert billed["lua:LPOP"] == 2 and billed["lua:HMGET"] == 1
+    assert metered == as_billed
 
 
 def test_the_flusher_stores_counts_per_job_and_the_budget_sums_them(sqlite_url):
