@@ -86,6 +86,20 @@ def get_engine() -> sa.Engine:
     return _engine
 
 
+def warm_up(connections: int) -> None:
+    """Open up to ``connections`` pooled connections now, so first tasks do not wait.
+
+    A worker calls it at boot with its thread count: the first batch's tasks then find
+    their connections open instead of each opening one at the same moment.
+    """
+    engine = get_engine()
+    if engine.dialect.name == "sqlite":  # in-process: nothing to open ahead
+        return
+    with contextlib.ExitStack() as opened:
+        for _ in range(max(0, min(connections, engine.pool.size()))):
+            opened.enter_context(engine.connect()).execute(sa.text("SELECT 1"))
+
+
 def upsert_insert(session: orm.Session, table: Any) -> Any:
     """Return an ``INSERT`` for ``table`` that supports ``ON CONFLICT`` on this dialect."""
     from sqlalchemy.dialects import postgresql, sqlite

@@ -9,6 +9,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
+import db
 from db import progress
 from db.models import RunStatus
 
@@ -53,6 +54,13 @@ class Progress(Middleware):
     @property
     def actor_options(self) -> set[str]:
         return {"progress", "prepare_run"}
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        """Open a database connection per worker thread before the first message."""
+        try:
+            db.warm_up(worker.worker_threads)
+        except Exception as error:  # the database may be down: tasks will retry
+            self.logger.warning("Could not open database connections at boot: %s", error)
 
     def _run_id(self, broker: dramatiq.Broker, message: Any) -> int | None:
         actor = broker.get_actor(message.actor_name)
