@@ -81,7 +81,7 @@ def fresh_postgres(admin_url: str):
         migrate.upgrade(url)
         yield url
     finally:
-        listen.get_hub().close()
+        listen.close_hub()
         db.get_engine().dispose()
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

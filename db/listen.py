@@ -131,6 +131,15 @@ def get_hub() -> EventHub:
         return _hub
 
 
+def close_hub() -> None:
+    """Stop and forget this process's hub, if any (before its database goes away)."""
+    global _hub, _hub_url
+    with _hub_lock:
+        if _hub is not None:
+            _hub.close()
+        _hub = _hub_url = None
+
+
 def drain(wakeups: queue.SimpleQueue[int], newest: int) -> int:
     """Take every wake-up queued so far; return the newest seq announced (-1: unknown)."""
     while not wakeups.empty():

@@ -155,6 +155,9 @@ def postgres_url(postgres_server_url: str, postgres_template: str) -> Iterator[s
     name = f"test_{uuid.uuid4().hex[:8]}"
     _admin(postgres_server_url, "CREATE DATABASE {} TEMPLATE {}", name, postgres_template)
     yield _pg_url(postgres_server_url, database=name)
+    from db import listen
+
+    listen.close_hub()  # its listener would log the dropped database as lost
     _admin(postgres_server_url, DROP_DB, name)
 
 

@@ -19,7 +19,7 @@ def cluster(processes: Cluster, redis_url: str, postgres_url: str) -> Iterator[C
     worker_setup.configure(fast_settings(postgres_url, REDIS_URL=redis_url))
     yield processes
     processes.stop_all()
-    listen.get_hub().close()
+    listen.close_hub()
 
 
 @pytest.fixture
