@@ -17,27 +17,65 @@ from db import events
 from db.models import Batch, BatchStatus, Job, JobStatus, RunStatus
 
 
+def _increments(row_id: int, counts: collections.Counter[str]) -> dict[str, int]:
+    return {
+        "row_id": row_id,
+        "add_done": sum(counts.values()),
+        "add_succeeded": counts[RunStatus.SUCCEEDED],
+        "add_failed": counts[RunStatus.FAILED],
+        "add_skipped": counts[RunStatus.SKIPPED],
+        "add_cancelled": counts[RunStatus.CANCELLED],
+    }
+
+
+# Built once: building a statement costs more Python time than running it does.
+_COUNT_IN_BATCH = (
+    sa.update(Batch)
+    .where(Batch.id == sa.bindparam("row_id"))
+    .values(
+        done=Batch.done + sa.bindparam("add_done"),
+        succeeded=Batch.succeeded + sa.bindparam("add_succeeded"),
+        failed=Batch.failed + sa.bindparam("add_failed"),
+        skipped=Batch.skipped + sa.bindparam("add_skipped"),
+        cancelled=Batch.cancelled + sa.bindparam("add_cancelled"),
+    )
+    .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
+)
+_COUNT_IN_JOB = (
+    sa.update(Job)
+    .where(Job.id == sa.bindparam("row_id"))
+    .values(
+        done_tasks=Job.done_tasks + sa.bindparam("add_done"),
+        succeeded_tasks=Job.succeeded_tasks + sa.bindparam("add_succeeded"),
+        failed_tasks=Job.failed_tasks + sa.bindparam("add_failed"),
+        skipped_tasks=Job.skipped_tasks + sa.bindparam("add_skipped"),
+        cancelled_tasks=Job.cancelled_tasks + sa.bindparam("add_cancelled"),
+        event_seq=Job.event_seq + sa.bindparam("new_events"),
+        completed_batches=Job.completed_batches + sa.bindparam("add_completed_batches"),
+        current_batch=sa.func.coalesce(
+            sa.bindparam("next_batch_index", type_=sa.Integer), Job.current_batch
+        ),
+    )
+    .returning(
+        Job.event_seq,
+        Job.total_tasks,
+        Job.done_tasks,
+        Job.succeeded_tasks,
+        Job.failed_tasks,
+        Job.skipped_tasks,
+        Job.cancelled_tasks,
+        Job.completed_batches,
+        Job.total_batches,
+    )
+)
+
+
 def count_in_batch(
     session: orm.Session, batch_id: int, counts: collections.Counter[str], now: Any
 ) -> tuple[sa.Row[Any], bool]:
     """Move the batch's counters; return its row and whether this change completed it."""
     added = sum(counts.values())
-    batch = (
-        session.connection()
-        .execute(
-            sa.update(Batch)
-            .where(Batch.id == batch_id)
-            .values(
-                done=Batch.done + added,
-                succeeded=Batch.succeeded + counts[RunStatus.SUCCEEDED],
-                failed=Batch.failed + counts[RunStatus.FAILED],
-                skipped=Batch.skipped + counts[RunStatus.SKIPPED],
-                cancelled=Batch.cancelled + counts[RunStatus.CANCELLED],
-            )
-            .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
-        )
-        .one()
-    )
+    batch = session.connection().execute(_COUNT_IN_BATCH, _increments(batch_id, counts)).one()
     # The row lock serializes these increments: exactly one change crosses the total.
     crossed = batch.done - added < batch.total <= batch.done
     if not crossed or batch.status != BatchStatus.RUNNING:
@@ -85,38 +123,13 @@ def count_in_job(
     next_batch: sa.Row[Any] | None,
     new_events: int,
 ) -> sa.Row[Any]:
-    values: dict[str, Any] = {
-        "done_tasks": Job.done_tasks + sum(counts.values()),
-        "succeeded_tasks": Job.succeeded_tasks + counts[RunStatus.SUCCEEDED],
-        "failed_tasks": Job.failed_tasks + counts[RunStatus.FAILED],
-        "skipped_tasks": Job.skipped_tasks + counts[RunStatus.SKIPPED],
-        "cancelled_tasks": Job.cancelled_tasks + counts[RunStatus.CANCELLED],
-        "event_seq": Job.event_seq + new_events,
+    parameters = {
+        **_increments(job_id, counts),
+        "new_events": new_events,
+        "add_completed_batches": int(completed),
+        "next_batch_index": None if next_batch is None else next_batch.index,
     }
-    if completed:
-        values["completed_batches"] = Job.completed_batches + 1
-    if next_batch is not None:
-        values["current_batch"] = next_batch.index
-    return (
-        session.connection()
-        .execute(
-            sa.update(Job)
-            .where(Job.id == job_id)
-            .values(**values)
-            .returning(
-                Job.event_seq,
-                Job.total_tasks,
-                Job.done_tasks,
-                Job.succeeded_tasks,
-                Job.failed_tasks,
-                Job.skipped_tasks,
-                Job.cancelled_tasks,
-                Job.completed_batches,
-                Job.total_batches,
-            )
-        )
-        .one()
-    )
+    return session.connection().execute(_COUNT_IN_JOB, parameters).one()
 
 
 def finalize(session: orm.Session, job_id: int, now: Any) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,25 +27,42 @@ def insert(session: orm.Session, job_id: int, last_seq: int, events: Sequence[Ne
         return
     first = last_seq - len(events) + 1
     now = utcnow()
-    rows = [
-        {"job_id": job_id, "seq": first + i, "type": kind, "payload": payload, "created_at": now}
-        for i, (kind, payload) in enumerate(events)
-    ]
-    notify.publish(session, job_id, last_seq, along=sa.insert(Event).values(rows))
+    parameters: dict[str, Any] = {"of_job": job_id, "now": now}
+    for i, (kind, payload) in enumerate(events):
+        parameters.update({f"seq_{i}": first + i, f"type_{i}": kind, f"payload_{i}": payload})
+    notify.publish(session, job_id, last_seq, along=_insert_events(len(events)), with_=parameters)
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_events(count: int) -> sa.Insert:
+    """Return an INSERT of ``count`` events of one job, built once per count."""
+    job_id, now = sa.bindparam("of_job"), sa.bindparam("now", type_=Event.created_at.type)
+    return sa.insert(Event).values(
+        [
+            {
+                "job_id": job_id,
+                "seq": sa.bindparam(f"seq_{i}"),
+                "type": sa.bindparam(f"type_{i}", type_=Event.type.type),
+                "payload": sa.bindparam(f"payload_{i}", type_=Event.payload.type),
+                "created_at": now,
+            }
+            for i in range(count)
+        ]
+    )
+
+
+_RESERVE_SEQ = (
+    sa.update(Job)
+    .where(Job.id == sa.bindparam("job_id"))
+    .values(event_seq=Job.event_seq + sa.bindparam("count"))
+    .returning(Job.event_seq)
+)
 
 
 def append(session: orm.Session, job_id: int, events: Sequence[NewEvent]) -> int:
     """Reserve sequence numbers on the job row, store ``events``; return the last seq."""
-    last_seq = (
-        session.connection()
-        .execute(
-            sa.update(Job)
-            .where(Job.id == job_id)
-            .values(event_seq=Job.event_seq + len(events))
-            .returning(Job.event_seq)
-        )
-        .scalar_one()
-    )
+    parameters = {"job_id": job_id, "count": len(events)}
+    last_seq = session.connection().execute(_RESERVE_SEQ, parameters).scalar_one()
     insert(session, job_id, last_seq, events)
     return last_seq
 

@@ -18,6 +18,22 @@ class RunNotFoundError(LookupError):
     """Raised when a task run no longer exists (its job or project was deleted)."""
 
 
+# Built once: building a statement costs more Python time than running it does.
+_TASK_OF_RUN = (
+    sa.select(Task.id, Task.key, Task.title, Task.description, Project.name)
+    .join(TaskRun, TaskRun.task_id == Task.id)
+    .join(Project, Project.id == Task.project_id)
+    .where(TaskRun.id == sa.bindparam("run_id"))
+)
+_DEPENDENCY_GUIDES = (
+    sa.select(Task.title, HandsOn.markdown)
+    .join(task_dependencies, task_dependencies.c.depends_on_id == Task.id)
+    .outerjoin(HandsOn, HandsOn.task_id == Task.id)
+    .where(task_dependencies.c.task_id == sa.bindparam("task_id"))
+    .order_by(Task.position)
+)
+
+
 def read_request(
     session: orm.Session, run_id: int, previous_guide: str | None = None
 ) -> GuideRequest:
@@ -33,30 +49,11 @@ def read_request(
     # this module; a module-level import would make `import db.guides` first circular.
     from workers.generators.base import Dependency, GuideRequest
 
-    task = (
-        session.connection()
-        .execute(
-            sa.select(Task.id, Task.key, Task.title, Task.description, Project.name)
-            .join(TaskRun, TaskRun.task_id == Task.id)
-            .join(Project, Project.id == Task.project_id)
-            .where(TaskRun.id == run_id)
-        )
-        .one_or_none()
-    )
+    connection = session.connection()
+    task = connection.execute(_TASK_OF_RUN, {"run_id": run_id}).one_or_none()
     if task is None:
         raise RunNotFoundError(f"task run {run_id} does not exist")
-    deps = task_dependencies.c
-    dependencies = (
-        session.connection()
-        .execute(
-            sa.select(Task.title, HandsOn.markdown)
-            .join(task_dependencies, deps.depends_on_id == Task.id)
-            .outerjoin(HandsOn, HandsOn.task_id == Task.id)
-            .where(deps.task_id == task.id)
-            .order_by(Task.position)
-        )
-        .all()
-    )
+    dependencies = connection.execute(_DEPENDENCY_GUIDES, {"task_id": task.id}).all()
     return GuideRequest(
         project_name=task.name or "",
         task_key=task.key,

@@ -8,7 +8,9 @@ how the embedded mode (one process) and same-process watchers learn of events.
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 from blinker import Namespace
@@ -29,22 +31,31 @@ _PENDING = "handson_pending_notifications"
 
 
 def publish(
-    session: orm.Session, job_id: int, seq: int, along: sa.Executable | None = None
+    session: orm.Session,
+    job_id: int,
+    seq: int,
+    along: sa.Insert | None = None,
+    with_: dict[str, Any] | None = None,
 ) -> None:
     """On commit of ``session``'s transaction, announce that ``job_id`` has events to ``seq``.
 
-    ``along`` is a write to run with it: on PostgreSQL both go in one statement (the
-    write as a data-modifying CTE of the ``SELECT pg_notify``), one round trip less
-    while the writer holds the job's row lock.
+    ``along`` is a write to run with it (its parameters in ``with_``): on PostgreSQL both
+    go in one statement (the write as a data-modifying CTE of the ``SELECT pg_notify``),
+    one round trip less while the writer holds the job's row lock.
     """
     if session.get_bind().dialect.name == "postgresql":
-        announce = sa.select(sa.func.pg_notify(CHANNEL, f"{job_id}:{seq}"))
-        if along is not None:
-            announce = announce.add_cte(along.cte("written"))
-        session.connection().execute(announce)
+        parameters = {**(with_ or {}), "notify_payload": f"{job_id}:{seq}"}
+        session.connection().execute(_announcement(along), parameters)
     elif along is not None:
-        session.connection().execute(along)
+        session.connection().execute(along, with_ or {})
     session.info.setdefault(_PENDING, {})[job_id] = seq
+
+
+@functools.lru_cache(maxsize=16)
+def _announcement(along: sa.Insert | None) -> sa.Select[Any]:
+    """Return ``SELECT pg_notify(...)`` with ``along`` as a CTE, built once per write."""
+    announce = sa.select(sa.func.pg_notify(CHANNEL, sa.bindparam("notify_payload")))
+    return announce if along is None else announce.add_cte(along.cte("written"))
 
 
 @event.listens_for(Session, "after_commit")

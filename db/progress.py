@@ -81,21 +81,7 @@ def start_run(run_id: int, prepare: Callable[[orm.Session, int], Any] | None = N
     with session_scope() as session:
         started = (
             session.connection()
-            .execute(
-                sa.update(TaskRun)
-                .where(
-                    TaskRun.id == run_id,
-                    TaskRun.status.in_(UNFINISHED_RUN_STATES),
-                    ~_failed_dependencies(TaskRun.job_id, TaskRun.task_id).exists(),
-                )
-                .values(
-                    status=RunStatus.RUNNING,
-                    attempts=TaskRun.attempts + 1,
-                    started_at=utcnow(),
-                    updated_at=utcnow(),
-                )
-                .returning(TaskRun.job_id, TaskRun.task_id, TaskRun.attempts)
-            )
+            .execute(_START_RUN, {"run_id": run_id, "now": utcnow()})
             .one_or_none()
         )
         if started is not None:
@@ -167,15 +153,39 @@ def _failed_dependencies(job_id: Any, task_id: Any) -> sa.Select[tuple[str]]:
     )
 
 
+# Built once: building a statement costs more Python time than running it does.
+_NOW = sa.bindparam("now", type_=TaskRun.updated_at.type)
+_START_RUN = (
+    sa.update(TaskRun)
+    .where(
+        TaskRun.id == sa.bindparam("run_id"),
+        TaskRun.status.in_(UNFINISHED_RUN_STATES),
+        ~_failed_dependencies(TaskRun.job_id, TaskRun.task_id).exists(),
+    )
+    .values(
+        status=RunStatus.RUNNING, attempts=TaskRun.attempts + 1, started_at=_NOW, updated_at=_NOW
+    )
+    .returning(TaskRun.job_id, TaskRun.task_id, TaskRun.attempts)
+)
+_FINISH_RUN = (
+    sa.update(TaskRun)
+    .where(TaskRun.id == sa.bindparam("run_id"), TaskRun.status.in_(UNFINISHED_RUN_STATES))
+    .values(
+        status=sa.bindparam("new_status", type_=TaskRun.status.type),
+        error=sa.bindparam("new_error", type_=TaskRun.error.type),
+        finished_at=_NOW,
+        updated_at=_NOW,
+    )
+    .returning(TaskRun.job_id, TaskRun.batch_id, TaskRun.position, TaskRun.task_id)
+)
+
+
 def _finish(session: orm.Session, run_id: int, status: RunStatus, error: str | None) -> Outcome:
     now = utcnow()
     run = (
         session.connection()
         .execute(
-            sa.update(TaskRun)
-            .where(TaskRun.id == run_id, TaskRun.status.in_(UNFINISHED_RUN_STATES))
-            .values(status=status, error=error, finished_at=now, updated_at=now)
-            .returning(TaskRun.job_id, TaskRun.batch_id, TaskRun.position, TaskRun.task_id)
+            _FINISH_RUN, {"run_id": run_id, "new_status": status, "new_error": error, "now": now}
         )
         .one_or_none()
     )
