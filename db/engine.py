@@ -100,11 +100,11 @@ def warm_up(connections: int) -> None:
             opened.enter_context(engine.connect()).execute(sa.text("SELECT 1"))
 
 
-def upsert_insert(session: orm.Session, table: Any) -> Any:
-    """Return an ``INSERT`` for ``table`` that supports ``ON CONFLICT`` on this dialect."""
+def upsert_insert(dialect_name: str, table: Any) -> Any:
+    """Return an ``INSERT`` for ``table`` that supports ``ON CONFLICT`` on a dialect."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
     return dialect.insert(table)
 
 

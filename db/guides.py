@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -72,29 +73,34 @@ def save_guide(run_id: int, markdown: str, generator: str) -> None:
     Raises:
       RunNotFoundError: when the run is gone.
     """
-    now = utcnow()
+    parameters = {"run_id": run_id, "text": markdown, "written_by": generator, "now": utcnow()}
     with session_scope() as session:
-        insert = upsert_insert(session, HandsOn).from_select(
-            ["task_id", "job_id", "markdown", "generator", "created_at", "updated_at"],
-            sa.select(
-                TaskRun.task_id,
-                TaskRun.job_id,
-                sa.literal(markdown, sa.Text),
-                sa.literal(generator, sa.String),
-                sa.literal(now, HandsOn.created_at.type),
-                sa.literal(now, HandsOn.updated_at.type),
-            ).where(TaskRun.id == run_id),
-        )
-        result = session.connection().execute(
-            insert.on_conflict_do_update(
-                index_elements=[HandsOn.task_id],
-                set_={
-                    "job_id": insert.excluded.job_id,
-                    "markdown": insert.excluded.markdown,
-                    "generator": insert.excluded.generator,
-                    "updated_at": insert.excluded.updated_at,
-                },
-            )
-        )
-        if result.rowcount == 0:
+        upsert = _upsert_guide(session.get_bind().dialect.name)
+        if session.connection().execute(upsert, parameters).rowcount == 0:
             raise RunNotFoundError(f"task run {run_id} does not exist")
+
+
+@functools.lru_cache(maxsize=2)
+def _upsert_guide(dialect_name: str) -> sa.Insert:
+    """Return the guide upsert for a dialect (``ON CONFLICT`` is dialect-specific), built once."""
+    now = sa.bindparam("now", type_=HandsOn.updated_at.type)
+    insert = upsert_insert(dialect_name, HandsOn).from_select(
+        ["task_id", "job_id", "markdown", "generator", "created_at", "updated_at"],
+        sa.select(
+            TaskRun.task_id,
+            TaskRun.job_id,
+            sa.bindparam("text", type_=HandsOn.markdown.type),
+            sa.bindparam("written_by", type_=HandsOn.generator.type),
+            now,
+            now,
+        ).where(TaskRun.id == sa.bindparam("run_id")),
+    )
+    return insert.on_conflict_do_update(
+        index_elements=[HandsOn.task_id],
+        set_={
+            "job_id": insert.excluded.job_id,
+            "markdown": insert.excluded.markdown,
+            "generator": insert.excluded.generator,
+            "updated_at": insert.excluded.updated_at,
+        },
+    )

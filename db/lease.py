@@ -28,7 +28,7 @@ def acquire(name: str, holder: str, *, ttl_s: float) -> bool:
             return True
         # Nobody held it yet: of two contenders inserting at once, one wins.
         inserted = session.execute(
-            upsert_insert(session, Lease)
+            upsert_insert(session.get_bind().dialect.name, Lease)
             .values(name=name, holder=holder, expires_at=expires)
             .on_conflict_do_nothing(index_elements=[Lease.name])
             .returning(Lease.name)
