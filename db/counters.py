@@ -29,7 +29,7 @@ def _increments(row_id: int, counts: collections.Counter[str]) -> dict[str, int]
 
 
 # Built once: building a statement costs more Python time than running it does.
-_COUNT_IN_BATCH = (
+COUNT_IN_BATCH = (
     sa.update(Batch)
     .where(Batch.id == sa.bindparam("row_id"))
     .values(
@@ -41,7 +41,7 @@ _COUNT_IN_BATCH = (
     )
     .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
 )
-_COUNT_IN_JOB = (
+COUNT_IN_JOB = (
     sa.update(Job)
     .where(Job.id == sa.bindparam("row_id"))
     .values(
@@ -75,7 +75,7 @@ def count_in_batch(
 ) -> tuple[sa.Row[Any], bool]:
     """Move the batch's counters; return its row and whether this change completed it."""
     added = sum(counts.values())
-    batch = session.connection().execute(_COUNT_IN_BATCH, _increments(batch_id, counts)).one()
+    batch = session.connection().execute(COUNT_IN_BATCH, _increments(batch_id, counts)).one()
     # The row lock serializes these increments: exactly one change crosses the total.
     crossed = batch.done - added < batch.total <= batch.done
     if not crossed or batch.status != BatchStatus.RUNNING:
@@ -129,7 +129,7 @@ def count_in_job(
         "add_completed_batches": int(completed),
         "next_batch_index": None if next_batch is None else next_batch.index,
     }
-    return session.connection().execute(_COUNT_IN_JOB, parameters).one()
+    return session.connection().execute(COUNT_IN_JOB, parameters).one()
 
 
 def finalize(session: orm.Session, job_id: int, now: Any) -> str | None:

@@ -51,7 +51,7 @@ def _insert_events(count: int) -> sa.Insert:
     )
 
 
-_RESERVE_SEQ = (
+RESERVE_SEQ = (
     sa.update(Job)
     .where(Job.id == sa.bindparam("job_id"))
     .values(event_seq=Job.event_seq + sa.bindparam("count"))
@@ -62,7 +62,7 @@ _RESERVE_SEQ = (
 def append(session: orm.Session, job_id: int, events: Sequence[NewEvent]) -> int:
     """Reserve sequence numbers on the job row, store ``events``; return the last seq."""
     parameters = {"job_id": job_id, "count": len(events)}
-    last_seq = session.connection().execute(_RESERVE_SEQ, parameters).scalar_one()
+    last_seq = session.connection().execute(RESERVE_SEQ, parameters).scalar_one()
     insert(session, job_id, last_seq, events)
     return last_seq
 

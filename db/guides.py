@@ -20,13 +20,13 @@ class RunNotFoundError(LookupError):
 
 
 # Built once: building a statement costs more Python time than running it does.
-_TASK_OF_RUN = (
+TASK_OF_RUN = (
     sa.select(Task.id, Task.key, Task.title, Task.description, Project.name)
     .join(TaskRun, TaskRun.task_id == Task.id)
     .join(Project, Project.id == Task.project_id)
     .where(TaskRun.id == sa.bindparam("run_id"))
 )
-_DEPENDENCY_GUIDES = (
+DEPENDENCY_GUIDES = (
     sa.select(Task.title, HandsOn.markdown)
     .join(task_dependencies, task_dependencies.c.depends_on_id == Task.id)
     .outerjoin(HandsOn, HandsOn.task_id == Task.id)
@@ -51,10 +51,10 @@ def read_request(
     from workers.generators.base import Dependency, GuideRequest
 
     connection = session.connection()
-    task = connection.execute(_TASK_OF_RUN, {"run_id": run_id}).one_or_none()
+    task = connection.execute(TASK_OF_RUN, {"run_id": run_id}).one_or_none()
     if task is None:
         raise RunNotFoundError(f"task run {run_id} does not exist")
-    dependencies = connection.execute(_DEPENDENCY_GUIDES, {"task_id": task.id}).all()
+    dependencies = connection.execute(DEPENDENCY_GUIDES, {"task_id": task.id}).all()
     return GuideRequest(
         project_name=task.name or "",
         task_key=task.key,

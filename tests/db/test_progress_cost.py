@@ -72,3 +72,28 @@ def test_outcome_cost_is_the_same_for_10_and_1000_tasks(database_url: str):
     assert small == large
     start, plain, completing = small
     assert plain <= 5 and completing <= 9 and start <= 4
+
+
+def test_compiling_ahead_runs_every_per_task_statement_and_changes_nothing(database_url: str):
+    # Given a database with a job in it
+    db.configure(database_url)
+    project_id = make_project("a", {"key": "b", "title": "B", "depends_on": ["a"]})
+    jobs.create_job(project_id, batch_size=5, max_batch_size=50, max_tasks=100)
+    before = jobs_and_runs()
+
+    # When a booting worker compiles the per-task statements ahead
+    with counting_statements() as statements:
+        progress.compile_ahead()
+
+    # Then they ran (7 of them) and no row changed
+    assert len(statements) >= 7
+    assert jobs_and_runs() == before
+
+
+def jobs_and_runs() -> list[tuple]:
+    with db.session_scope() as session:
+        return [
+            tuple(row)
+            for table in ("jobs", "batches", "task_runs", "events", "hands_on")
+            for row in session.execute(sa.text(f"SELECT * FROM {table} ORDER BY id"))
+        ]

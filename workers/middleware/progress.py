@@ -56,9 +56,10 @@ class Progress(Middleware):
         return {"progress", "prepare_run"}
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        """Open a database connection per worker thread before the first message."""
+        """Open a database connection per worker thread and compile the per-task SQL."""
         try:
             db.warm_up(worker.worker_threads)
+            progress.compile_ahead()
         except Exception as error:  # the database may be down: tasks will retry
             self.logger.warning("Could not open database connections at boot: %s", error)
 
