@@ -70,6 +70,29 @@ COUNT_IN_JOB = (
 )
 
 
+_BATCH_NOW = sa.bindparam("now", type_=Batch.started_at.type)
+COMPLETE_BATCH = (
+    sa.update(Batch)
+    .where(Batch.id == sa.bindparam("row_id"), Batch.status == BatchStatus.RUNNING)
+    .values(status=BatchStatus.COMPLETED, finished_at=_BATCH_NOW)
+)
+START_NEXT_BATCH = (
+    sa.update(Batch)
+    .where(
+        Batch.job_id == sa.bindparam("of_job"),
+        Batch.index == sa.bindparam("next_index"),
+        Batch.status == BatchStatus.PENDING,
+    )
+    .values(
+        status=BatchStatus.RUNNING,
+        started_at=_BATCH_NOW,
+        dispatched_at=_BATCH_NOW,
+        dispatches=Batch.dispatches + 1,
+    )
+    .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
+)
+
+
 def count_in_batch(
     session: orm.Session, batch_id: int, counts: collections.Counter[str], now: Any
 ) -> tuple[sa.Row[Any], bool]:
@@ -80,39 +103,14 @@ def count_in_batch(
     crossed = batch.done - added < batch.total <= batch.done
     if not crossed or batch.status != BatchStatus.RUNNING:
         return batch, False
-    completed = (
-        session.connection()
-        .execute(
-            sa.update(Batch)
-            .where(Batch.id == batch_id, Batch.status == BatchStatus.RUNNING)
-            .values(status=BatchStatus.COMPLETED, finished_at=now)
-        )
-        .rowcount
-    )
-    return batch, completed == 1
+    completed = session.connection().execute(COMPLETE_BATCH, {"row_id": batch_id, "now": now})
+    return batch, completed.rowcount == 1
 
 
 def start_next_batch(session: orm.Session, job_id: int, index: int, now: Any) -> sa.Row[Any] | None:
     """Mark the batch after ``index`` running, once; return it, or None when there is none."""
-    return (
-        session.connection()
-        .execute(
-            sa.update(Batch)
-            .where(
-                Batch.job_id == job_id,
-                Batch.index == index + 1,
-                Batch.status == BatchStatus.PENDING,
-            )
-            .values(
-                status=BatchStatus.RUNNING,
-                started_at=now,
-                dispatched_at=now,
-                dispatches=Batch.dispatches + 1,
-            )
-            .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
-        )
-        .one_or_none()
-    )
+    parameters = {"of_job": job_id, "next_index": index + 1, "now": now}
+    return session.connection().execute(START_NEXT_BATCH, parameters).one_or_none()
 
 
 def count_in_job(

@@ -22,6 +22,19 @@ class DispatchSpec:
     previous_output: str | None = None
 
 
+# Built once: building a statement costs more Python time than running it does.
+_BATCH_TO_SEND = (
+    sa.select(Batch.mode, Batch.status, Job.max_retries)
+    .join(Job, Job.id == Batch.job_id)
+    .where(Batch.id == sa.bindparam("batch_id"))
+)
+_RUNS_OF_BATCH = (
+    sa.select(TaskRun.id, TaskRun.status, TaskRun.task_id)
+    .where(TaskRun.batch_id == sa.bindparam("batch_id"))
+    .order_by(TaskRun.position)
+)
+
+
 def load_dispatch(batch_id: int) -> DispatchSpec | None:
     """Return what to send for a running batch: its unfinished runs in order."""
     with session_scope() as session:
@@ -30,26 +43,11 @@ def load_dispatch(batch_id: int) -> DispatchSpec | None:
 
 def read_dispatch(session: orm.Session, batch_id: int) -> DispatchSpec | None:
     """Like :func:`load_dispatch`, inside the caller's transaction (the one starting it)."""
-    batch = (
-        session.connection()
-        .execute(
-            sa.select(Batch.mode, Batch.status, Job.max_retries)
-            .join(Job, Job.id == Batch.job_id)
-            .where(Batch.id == batch_id)
-        )
-        .one_or_none()
-    )
+    connection = session.connection()
+    batch = connection.execute(_BATCH_TO_SEND, {"batch_id": batch_id}).one_or_none()
     if batch is None or batch.status != BatchStatus.RUNNING:
         return None
-    runs = (
-        session.connection()
-        .execute(
-            sa.select(TaskRun.id, TaskRun.status, TaskRun.task_id)
-            .where(TaskRun.batch_id == batch_id)
-            .order_by(TaskRun.position)
-        )
-        .all()
-    )
+    runs = connection.execute(_RUNS_OF_BATCH, {"batch_id": batch_id}).all()
     pending = [i for i, run in enumerate(runs) if run.status in UNFINISHED_RUN_STATES]
     previous_output = None
     if batch.mode == BatchMode.PIPELINE and pending and pending[0] > 0:

@@ -267,6 +267,8 @@ def compile_ahead() -> None:
         (FINISH_RUN, {"run_id": -1, "now": now, "new_status": RunStatus.FAILED, "new_error": None}),
         (counters.COUNT_IN_BATCH, {**row, **counts}),
         (counters.COUNT_IN_JOB, {**row, **job_counts, "new_events": 0}),
+        (counters.COMPLETE_BATCH, {**row, "now": now}),
+        (counters.START_NEXT_BATCH, {"of_job": -1, "next_index": 0, "now": now}),
         (events.RESERVE_SEQ, {"job_id": -1, "count": 0}),
         (guides.TASK_OF_RUN, {"run_id": -1}),
         (guides.DEPENDENCY_GUIDES, {"task_id": -1}),
