@@ -14,17 +14,23 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from db import events
-from db.models import Batch, BatchStatus, Job, JobStatus, RunStatus
+from db.models import Batch, BatchStatus, Job, JobStatus
+
+#: The counters a batch and a job keep, by outcome (``done`` counts them all).
+_COUNTERS = ("done", "succeeded", "failed", "skipped", "cancelled")
 
 
-def _increments(row_id: int, counts: collections.Counter[str]) -> dict[str, int]:
+def increments(row_id: int, counts: collections.Counter[str]) -> dict[str, int]:
+    """Parameters of :data:`COUNT_IN_BATCH` and :data:`COUNT_IN_JOB` for ``counts``."""
+    added = {f"add_{name}": counts[name] for name in _COUNTERS[1:]}
+    return {"row_id": row_id, "add_done": sum(counts.values()), **added}
+
+
+def _incremented(table: Any, suffix: str = "") -> dict[str, Any]:
+    """SET values adding the ``add_<counter>`` parameters to ``table``'s counter columns."""
     return {
-        "row_id": row_id,
-        "add_done": sum(counts.values()),
-        "add_succeeded": counts[RunStatus.SUCCEEDED],
-        "add_failed": counts[RunStatus.FAILED],
-        "add_skipped": counts[RunStatus.SKIPPED],
-        "add_cancelled": counts[RunStatus.CANCELLED],
+        name + suffix: getattr(table, name + suffix) + sa.bindparam(f"add_{name}")
+        for name in _COUNTERS
     }
 
 
@@ -32,24 +38,14 @@ def _increments(row_id: int, counts: collections.Counter[str]) -> dict[str, int]
 COUNT_IN_BATCH = (
     sa.update(Batch)
     .where(Batch.id == sa.bindparam("row_id"))
-    .values(
-        done=Batch.done + sa.bindparam("add_done"),
-        succeeded=Batch.succeeded + sa.bindparam("add_succeeded"),
-        failed=Batch.failed + sa.bindparam("add_failed"),
-        skipped=Batch.skipped + sa.bindparam("add_skipped"),
-        cancelled=Batch.cancelled + sa.bindparam("add_cancelled"),
-    )
+    .values(**_incremented(Batch))
     .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
 )
 COUNT_IN_JOB = (
     sa.update(Job)
     .where(Job.id == sa.bindparam("row_id"))
     .values(
-        done_tasks=Job.done_tasks + sa.bindparam("add_done"),
-        succeeded_tasks=Job.succeeded_tasks + sa.bindparam("add_succeeded"),
-        failed_tasks=Job.failed_tasks + sa.bindparam("add_failed"),
-        skipped_tasks=Job.skipped_tasks + sa.bindparam("add_skipped"),
-        cancelled_tasks=Job.cancelled_tasks + sa.bindparam("add_cancelled"),
+        **_incremented(Job, "_tasks"),
         event_seq=Job.event_seq + sa.bindparam("new_events"),
         completed_batches=Job.completed_batches + sa.bindparam("add_completed_batches"),
         current_batch=sa.func.coalesce(
@@ -98,7 +94,7 @@ def count_in_batch(
 ) -> tuple[sa.Row[Any], bool]:
     """Move the batch's counters; return its row and whether this change completed it."""
     added = sum(counts.values())
-    batch = session.connection().execute(COUNT_IN_BATCH, _increments(batch_id, counts)).one()
+    batch = session.connection().execute(COUNT_IN_BATCH, increments(batch_id, counts)).one()
     # The row lock serializes these increments: exactly one change crosses the total.
     crossed = batch.done - added < batch.total <= batch.done
     if not crossed or batch.status != BatchStatus.RUNNING:
@@ -122,7 +118,7 @@ def count_in_job(
     new_events: int,
 ) -> sa.Row[Any]:
     parameters = {
-        **_increments(job_id, counts),
+        **increments(job_id, counts),
         "new_events": new_events,
         "add_completed_batches": int(completed),
         "next_batch_index": None if next_batch is None else next_batch.index,

@@ -258,16 +258,14 @@ def compile_ahead() -> None:
     """
     # Exactly each statement's parameters: in an UPDATE, an extra key naming a column
     # would become one more SET clause (another statement, cached apart).
-    now, row = utcnow(), {"row_id": -1}
-    counts = {f"add_{name}": 0 for name in ("done", "succeeded", "failed", "skipped")}
-    counts["add_cancelled"] = 0
-    job_counts = {**counts, "add_completed_batches": 0, "next_batch_index": None}
+    now, nothing_counted = utcnow(), counters.increments(-1, collections.Counter())
+    job_counts = {**nothing_counted, "add_completed_batches": 0, "next_batch_index": None}
     statements = [
         (START_RUN, {"run_id": -1, "now": now}),
         (FINISH_RUN, {"run_id": -1, "now": now, "new_status": RunStatus.FAILED, "new_error": None}),
-        (counters.COUNT_IN_BATCH, {**row, **counts}),
-        (counters.COUNT_IN_JOB, {**row, **job_counts, "new_events": 0}),
-        (counters.COMPLETE_BATCH, {**row, "now": now}),
+        (counters.COUNT_IN_BATCH, nothing_counted),
+        (counters.COUNT_IN_JOB, {**job_counts, "new_events": 0}),
+        (counters.COMPLETE_BATCH, {"row_id": -1, "now": now}),
         (counters.START_NEXT_BATCH, {"of_job": -1, "next_index": 0, "now": now}),
         (events.RESERVE_SEQ, {"job_id": -1, "count": 0}),
         (guides.TASK_OF_RUN, {"run_id": -1}),
