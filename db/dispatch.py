@@ -52,7 +52,7 @@ def read_dispatch(session: orm.Session, batch_id: int) -> DispatchSpec | None:
     previous_output = None
     if batch.mode == BatchMode.PIPELINE and pending and pending[0] > 0:
         previous_task = runs[pending[0] - 1].task_id
-        previous_output = session.connection().scalar(
+        previous_output = connection.scalar(
             sa.select(HandsOn.markdown).where(HandsOn.task_id == previous_task)
         )
     return DispatchSpec(

@@ -79,11 +79,8 @@ def start_run(run_id: int, prepare: Callable[[orm.Session, int], Any] | None = N
     same transaction (one round of BEGIN/COMMIT for both).
     """
     with session_scope() as session:
-        started = (
-            session.connection()
-            .execute(START_RUN, {"run_id": run_id, "now": utcnow()})
-            .one_or_none()
-        )
+        connection = session.connection()
+        started = connection.execute(START_RUN, {"run_id": run_id, "now": utcnow()}).one_or_none()
         if started is not None:
             # Read before the event locks the job's row: concurrent starts of a batch
             # then queue on that lock for as short a time as possible.
@@ -91,19 +88,12 @@ def start_run(run_id: int, prepare: Callable[[orm.Session, int], Any] | None = N
             payload = {"run": run_id, "task": started.task_id, "attempt": started.attempts}
             events.append(session, started.job_id, [("task_started", payload)])
             return Started(Start.RUN, prepared=prepared)
-        row = (
-            session.connection()
-            .execute(
-                sa.select(TaskRun.status, TaskRun.job_id, TaskRun.task_id).where(
-                    TaskRun.id == run_id
-                )
-            )
-            .one_or_none()
-        )
+        row = connection.execute(
+            sa.select(TaskRun.status, TaskRun.job_id, TaskRun.task_id).where(TaskRun.id == run_id)
+        ).one_or_none()
         if row is None or row.status not in UNFINISHED_RUN_STATES:
             return Started(Start.DUPLICATE)
-        dependencies = _failed_dependencies(row.job_id, row.task_id)
-        blocker = session.connection().scalar(dependencies.limit(1))
+        blocker = connection.scalar(_failed_dependencies(row.job_id, row.task_id).limit(1))
         if blocker is None:
             # It changed under us (a concurrent rerun): leave it to the reconciler.
             return Started(Start.DUPLICATE)

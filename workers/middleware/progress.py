@@ -61,18 +61,21 @@ class Progress(Middleware):
             db.warm_up(worker.worker_threads)
             progress.compile_ahead()
         except Exception as error:  # the database may be down: tasks will retry
-            self.logger.warning("Could not open database connections at boot: %s", error)
+            self.logger.warning("Could not prepare the database at boot: %s", error)
 
     def _run_id(self, broker: dramatiq.Broker, message: Any) -> int | None:
-        actor = broker.get_actor(message.actor_name)
-        return message.args[0] if actor.options.get("progress") else None
+        return message.args[0] if self._options(broker, message).get("progress") else None
+
+    @staticmethod
+    def _options(broker: dramatiq.Broker, message: Any) -> dict[str, Any]:
+        return broker.get_actor(message.actor_name).options
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        run_id = self._run_id(broker, message)
-        if run_id is None:
+        options = self._options(broker, message)
+        if not options.get("progress"):
             return
-        prepare = broker.get_actor(message.actor_name).options.get("prepare_run")
-        started = progress.start_run(run_id, prepare)
+        run_id = message.args[0]
+        started = progress.start_run(run_id, options.get("prepare_run"))
         self._follow_up(started.outcome)
         if started.decision is not progress.Start.RUN:
             raise SkipMessage(f"task run {run_id}: {started.decision}")
