@@ -35,20 +35,29 @@ def insert(session: orm.Session, job_id: int, last_seq: int, events: Sequence[Ne
 
 @functools.lru_cache(maxsize=16)
 def _insert_events(count: int) -> sa.Insert:
-    """Return an INSERT of ``count`` events of one job, built once per count."""
-    job_id, now = sa.bindparam("of_job"), sa.bindparam("now", type_=Event.created_at.type)
-    return sa.insert(Event).values(
-        [
-            {
-                "job_id": job_id,
-                "seq": sa.bindparam(f"seq_{i}"),
-                "type": sa.bindparam(f"type_{i}", type_=Event.type.type),
-                "payload": sa.bindparam(f"payload_{i}", type_=Event.payload.type),
-                "created_at": now,
-            }
-            for i in range(count)
-        ]
-    )
+    """Return an INSERT of ``count`` events of one job, built once per count.
+
+    The rows come from a ``SELECT ... UNION ALL SELECT ...`` of bound values rather
+    than a multi-row ``VALUES``: SQLAlchemy caches the compiled form of the former
+    only, and compiling it anew cost more than running it.
+    """
+    columns = ["job_id", "seq", "type", "payload", "created_at"]
+
+    def bound(name: str, column: str) -> sa.BindParameter[Any]:
+        return sa.bindparam(name, type_=Event.__table__.c[column].type)
+
+    rows = [
+        sa.select(
+            bound("of_job", "job_id"),
+            bound(f"seq_{i}", "seq"),
+            bound(f"type_{i}", "type"),
+            bound(f"payload_{i}", "payload"),
+            bound("now", "created_at"),
+        )
+        for i in range(count)
+    ]
+    selected = rows[0] if count == 1 else sa.union_all(*rows)
+    return sa.insert(Event).from_select(columns, selected)
 
 
 RESERVE_SEQ = (

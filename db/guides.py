@@ -75,13 +75,13 @@ def save_guide(run_id: int, markdown: str, generator: str) -> None:
     """
     parameters = {"run_id": run_id, "text": markdown, "written_by": generator, "now": utcnow()}
     with session_scope() as session:
-        upsert = _upsert_guide(session.get_bind().dialect.name)
+        upsert = upsert_guide(session.get_bind().dialect.name)
         if session.connection().execute(upsert, parameters).rowcount == 0:
             raise RunNotFoundError(f"task run {run_id} does not exist")
 
 
 @functools.lru_cache(maxsize=2)
-def _upsert_guide(dialect_name: str) -> sa.Insert:
+def upsert_guide(dialect_name: str) -> sa.Insert:
     """Return the guide upsert for a dialect (``ON CONFLICT`` is dialect-specific), built once."""
     now = sa.bindparam("now", type_=HandsOn.updated_at.type)
     insert = upsert_insert(dialect_name, HandsOn).from_select(

@@ -261,7 +261,10 @@ def compile_ahead() -> None:
         (guides.TASK_OF_RUN, {"run_id": -1}),
         (guides.DEPENDENCY_GUIDES, {"task_id": -1}),
     ]
-    with get_engine().connect() as connection, connection.begin() as transaction:
+    engine = get_engine()
+    guide = {"run_id": -1, "text": "", "written_by": "", "now": now}
+    statements.append((guides.upsert_guide(engine.dialect.name), guide))
+    with engine.connect() as connection, connection.begin() as transaction:
         for statement, parameters in statements:
             connection.execute(statement, parameters)
         transaction.rollback()

@@ -7,20 +7,27 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.engine.interfaces import CacheStats
 from workerkit import make_project
 
 import db
-from db import jobs, progress
+from db import guides, jobs, progress
 from db.models import RunStatus, TaskRun
 
 
 @contextlib.contextmanager
-def counting_statements() -> Iterator[list[str]]:
-    """Collect every SQL statement the engine sends while the block runs."""
+def counting_statements(cache_misses: list[str] | None = None) -> Iterator[list[str]]:
+    """Collect every SQL statement the engine sends while the block runs.
+
+    ``cache_misses`` collects those SQLAlchemy compiled anew rather than took from its cache.
+    """
     statements: list[str] = []
 
-    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+    def record(_conn, _cursor, statement, _parameters, context, _many) -> None:  # type: ignore[no-untyped-def]
         statements.append(statement)
+        compiled = context.compiled is not None  # not raw SQL such as BEGIN IMMEDIATE
+        if cache_misses is not None and compiled and context.cache_hit != CacheStats.CACHE_HIT:
+            cache_misses.append(statement)
 
     engine = db.get_engine()
     event.listen(engine, "before_cursor_execute", record)
@@ -43,7 +50,7 @@ def first_batch_runs(job_id: int) -> list[int]:
         )
 
 
-def outcome_costs(tasks: int) -> tuple[int, int, int]:
+def outcome_costs(tasks: int, cache_misses: list[str] | None = None) -> tuple[int, int, int]:
     """Statements to start a run, record a plain outcome, record a batch-completing one."""
     project_id = make_project(*[f"t{i}" for i in range(tasks)])
     created = jobs.create_job(project_id, batch_size=5, max_batch_size=50, max_tasks=10_000)
@@ -51,13 +58,16 @@ def outcome_costs(tasks: int) -> tuple[int, int, int]:
     for run_id in runs[:3]:
         progress.start_run(run_id)
         progress.record_outcome(run_id, RunStatus.SUCCEEDED)
-    with counting_statements() as start:
+    with counting_statements(cache_misses) as start:
         progress.start_run(runs[3])
-    with counting_statements() as plain:
+    with counting_statements(cache_misses):
+        guides.save_guide(runs[3], "# guide", "offline")
+    with counting_statements(cache_misses) as plain:
         assert progress.record_outcome(runs[3], RunStatus.SUCCEEDED).next_batch_id is None
-    progress.start_run(runs[4])
-    with counting_statements() as completing:
-        assert progress.record_outcome(runs[4], RunStatus.SUCCEEDED).next_batch_id is not None
+    progress.start_run(runs[4], guides.read_request)
+    with counting_statements(cache_misses) as completing:
+        outcome = progress.record_outcome(runs[4], RunStatus.SUCCEEDED)
+        assert outcome.next_batch_id is not None
     return len(start), len(plain), len(completing)
 
 
@@ -72,6 +82,20 @@ def test_outcome_cost_is_the_same_for_10_and_1000_tasks(database_url: str):
     assert small == large
     start, plain, completing = small
     assert plain <= 5 and completing <= 9 and start <= 4
+
+
+def test_per_task_statements_are_compiled_once_then_taken_from_the_cache(database_url: str):
+    # Given the database, where a first job's batch has been recorded once
+    db.configure(database_url)
+    outcome_costs(10)
+
+    # When a second job's runs start, store their guides and record their outcomes
+    misses: list[str] = []
+    outcome_costs(10, misses)
+
+    # Then SQLAlchemy compiled none of their statements again (compiling costs more
+    # Python time than running them, and worker threads pay for it in turn)
+    assert misses == []
 
 
 def test_compiling_ahead_runs_every_per_task_statement_and_changes_nothing(database_url: str):
