@@ -148,6 +148,17 @@ def drain(wakeups: queue.SimpleQueue[int], newest: int) -> int:
     return newest
 
 
+def _wait_beyond(wakeups: queue.SimpleQueue[int], seen: int) -> None:
+    """Block until a wake-up announces an event after ``seen`` (or an unknown seq).
+
+    Commits announced while the last read ran were often read already: reading again
+    for them would cost a query each and find nothing new.
+    """
+    newest = drain(wakeups, wakeups.get())  # one read covers every wake-up so far
+    while -1 < newest <= seen:
+        newest = drain(wakeups, wakeups.get())
+
+
 def event_data(event: Any) -> dict[str, Any]:
     """Return an event row as plain data."""
     return {"seq": event.seq, "type": event.type, "payload": event.payload}
@@ -173,6 +184,6 @@ def watch(
                 if event["type"] in FINAL_EVENTS:
                     return
             if len(new) < limit:  # caught up: sleep until told about the next commit
-                drain(wakeups, wakeups.get())  # one read covers every wake-up so far
+                _wait_beyond(wakeups, after_seq)
     finally:
         hub.unsubscribe(job_id, wakeups)
