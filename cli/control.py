@@ -30,7 +30,7 @@ def cancel_command(settings: Settings, job_id: int) -> None:
 @pass_settings
 def retry_command(settings: Settings, job_id: int, wait: bool) -> None:
     """Run the failed and skipped tasks of JOB_ID again, keeping the guides that succeeded."""
-    from cli.jobs import EMBEDDED_NOTE, follow_job
+    from cli.jobs import follow_embedded, follow_job
     from db import control, jobs
 
     broker = open_workers(settings)
@@ -41,13 +41,10 @@ def retry_command(settings: Settings, job_id: int, wait: bool) -> None:
     except control.NotRetryableError as error:
         raise click.ClickException(str(error)) from None
     pipelines.dispatch_batch(retried.first_batch_id)
-    click.echo(f"Retrying {retried.tasks} task(s) of job {job_id} in {retried.batches} batch(es).")
+    retrying = f"Retrying {retried.tasks} task(s) of job {job_id} in {retried.batches} batch(es)."
     if settings.embedded:
-        from workers.embedded import EmbeddedWorker
-
-        click.echo(EMBEDDED_NOTE)
-        with EmbeddedWorker(broker, threads=settings.EMBEDDED_WORKER_THREADS):
-            raise SystemExit(follow_job(job_id))
+        raise SystemExit(follow_embedded(settings, broker, job_id, retrying))
+    click.echo(retrying)
     if wait:
         raise SystemExit(follow_job(job_id))
 

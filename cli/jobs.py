@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 import pipelines
@@ -18,11 +20,14 @@ EMBEDDED_NOTE = (
 )
 
 
-def follow_job(job_id: int) -> int:
-    """Render the job's progress from pushed events until it ends; return an exit code."""
+def follow_job(job_id: int, job: dict[str, Any] | None = None) -> int:
+    """Render the job's progress from pushed events until it ends; return an exit code.
+
+    ``job`` is its snapshot when the caller took one (before any worker could move it).
+    """
     from db import jobs, listen
 
-    job = jobs.snapshot(job_id)
+    job = job or jobs.snapshot(job_id)
     if job["finished_at"] is None:
         render.follow(job, listen.watch(job_id, after_seq=job["event_seq"]))
         job = jobs.snapshot(job_id)
@@ -51,16 +56,25 @@ def submit(settings: Settings, project_id: int, batch_size: int | None) -> int:
 
 def run_embedded(settings: Settings, project_id: int, batch_size: int | None) -> int:
     """Run a job to its end on worker threads of this process; return an exit code."""
-    from workers.embedded import EmbeddedWorker
-
     broker = open_workers(settings)
     # Submitting first turns bad input into an error before any thread starts; the
     # first batch waits in the in-memory queue meanwhile.
     job_id = submit(settings, project_id, batch_size)
+    return follow_embedded(settings, broker, job_id, f"Started job {job_id}.")
+
+
+def follow_embedded(settings: Settings, broker: Any, job_id: int, started: str) -> int:
+    """Run the job's queued work on threads of this process, following it to its end."""
+    from db import jobs
+    from workers.embedded import EmbeddedWorker
+
     click.echo(EMBEDDED_NOTE)
+    # Taken before the threads start: a short job could otherwise end before it is read,
+    # and its progress would never be drawn.
+    job = jobs.snapshot(job_id)
     with EmbeddedWorker(broker, threads=settings.EMBEDDED_WORKER_THREADS):
-        click.echo(f"Started job {job_id}.")
-        return follow_job(job_id)
+        click.echo(started)
+        return follow_job(job_id, job)
 
 
 @click.command("enqueue")
