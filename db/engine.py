@@ -120,3 +120,20 @@ def session_scope() -> Iterator[orm.Session]:
     turn = _sqlite_turns if engine.dialect.name == "sqlite" else contextlib.nullcontext()
     with turn, Session() as session, session.begin():
         yield session
+
+
+@contextlib.contextmanager
+def statements_committing_alone() -> Iterator[sa.Connection]:
+    """Open a connection on which each statement commits on its own.
+
+    For writes that are one statement: no ``BEGIN`` and ``COMMIT`` round trips around
+    it, and its row locks last only while it runs. On SQLite the block is still one
+    transaction, taken in turn with this process's others (see :func:`session_scope`).
+    """
+    engine = get_engine()
+    if engine.dialect.name == "sqlite":
+        with _sqlite_turns, engine.begin() as connection:
+            yield connection
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        yield connection

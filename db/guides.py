@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from db.engine import session_scope, upsert_insert
+from db.engine import statements_committing_alone, upsert_insert
 from db.models import HandsOn, Project, Task, TaskRun, task_dependencies, utcnow
 
 if TYPE_CHECKING:
@@ -74,9 +74,9 @@ def save_guide(run_id: int, markdown: str, generator: str) -> None:
       RunNotFoundError: when the run is gone.
     """
     parameters = {"run_id": run_id, "text": markdown, "written_by": generator, "now": utcnow()}
-    with session_scope() as session:
-        upsert = upsert_guide(session.get_bind().dialect.name)
-        if session.connection().execute(upsert, parameters).rowcount == 0:
+    with statements_committing_alone() as connection:
+        upsert = upsert_guide(connection.dialect.name)
+        if connection.execute(upsert, parameters).rowcount == 0:
             raise RunNotFoundError(f"task run {run_id} does not exist")
 
 

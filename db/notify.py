@@ -58,14 +58,25 @@ def _announcement(along: sa.Insert | None) -> sa.Select[Any]:
     return announce if along is None else announce.add_cte(along.cte("written"))
 
 
+def announcement(job_id: Any, seq: Any) -> sa.ColumnElement[Any]:
+    """Return ``pg_notify`` of ``job_id``'s events up to ``seq`` (columns of a statement)."""
+    as_text = sa.cast(job_id, sa.String) + ":" + sa.cast(seq, sa.String)
+    return sa.func.pg_notify(CHANNEL, as_text)
+
+
+def announce(job_id: int, seq: int) -> None:
+    """Tell this process's watchers that ``job_id`` has committed events up to ``seq``."""
+    # A failing observer is logged here; it never breaks the writer.
+    try:
+        job_event.send(None, job_id=job_id, seq=seq)
+    except Exception:
+        logger.exception("A job-event observer failed for job %s.", job_id)
+
+
 @event.listens_for(Session, "after_commit")
 def _send_after_commit(session: orm.Session) -> None:
     for job_id, seq in session.info.pop(_PENDING, {}).items():
-        # A failing observer is logged by blinker's caller here; it never breaks the writer.
-        try:
-            job_event.send(None, job_id=job_id, seq=seq)
-        except Exception:
-            logger.exception("A job-event observer failed for job %s.", job_id)
+        announce(job_id, seq)
 
 
 @event.listens_for(Session, "after_rollback")
