@@ -8,13 +8,17 @@ one and, after the last, finalizes the job.
 from __future__ import annotations
 
 import collections
+import functools
+import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
+from sqlalchemy.dialects.postgresql import JSONB
 
-from db import events
-from db.models import Batch, BatchStatus, Job, JobStatus
+from db import events, notify
+from db.models import Batch, BatchStatus, Event, Job, JobStatus, utcnow
 
 #: The counters a batch and a job keep, by outcome (``done`` counts them all).
 _COUNTERS = ("done", "succeeded", "failed", "skipped", "cancelled")
@@ -115,15 +119,70 @@ def count_in_job(
     counts: collections.Counter[str],
     completed: bool,
     next_batch: sa.Row[Any] | None,
-    new_events: int,
+    new_events: Sequence[events.NewEvent],
 ) -> sa.Row[Any]:
+    """Move the job's counters and store ``new_events``, each carrying the counters after.
+
+    On PostgreSQL that is one statement, so the job's row stays locked (it numbers the
+    events) for one round trip less.
+    """
     parameters = {
         **increments(job_id, counts),
-        "new_events": new_events,
+        "new_events": len(new_events),
         "add_completed_batches": int(completed),
         "next_batch_index": None if next_batch is None else next_batch.index,
     }
-    return session.connection().execute(COUNT_IN_JOB, parameters).one()
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        parameters["now"] = utcnow()
+        for i, (kind, payload) in enumerate(new_events):
+            parameters.update({f"type_{i}": kind, f"payload_{i}": payload})
+        job = connection.execute(counted_and_recorded(len(new_events)), parameters).one()
+        notify.announce_after_commit(session, job_id, job.event_seq)
+        return job
+    job = connection.execute(COUNT_IN_JOB, parameters).one()
+    for _, payload in new_events:
+        payload["job"] = job_counters(job)
+    events.insert(session, job_id, job.event_seq, new_events)
+    return job
+
+
+@functools.lru_cache(maxsize=16)
+def counted_and_recorded(count: int) -> sa.Select[Any]:
+    """Return :data:`COUNT_IN_JOB` storing and announcing ``count`` events (PostgreSQL).
+
+    Data-modifying CTEs: each event's payload (a parameter) gets the job's counters
+    after the change merged in as ``"job"``, the way :func:`job_counters` gives them.
+    """
+    job = COUNT_IN_JOB.cte("job")
+    job_id = sa.cast(sa.bindparam("row_id"), sa.Integer)
+    counters = sa.func.jsonb_build_object(
+        *itertools.chain.from_iterable(
+            (name, job.c[column.key]) for name, column in _JOB_COUNTERS.items()
+        )
+    )
+    carried = sa.func.jsonb_build_object("job", counters)
+
+    def payload(i: int) -> sa.ColumnElement[Any]:
+        given = sa.cast(sa.bindparam(f"payload_{i}", type_=Event.payload.type), JSONB)
+        return sa.cast(given.op("||")(carried), Event.payload.type)
+
+    rows = [
+        sa.select(
+            job_id,
+            job.c.event_seq - (count - 1 - i),
+            sa.bindparam(f"type_{i}", type_=Event.type.type),
+            payload(i),
+            sa.bindparam("now", type_=Event.created_at.type),
+        ).select_from(job)
+        for i in range(count)
+    ]
+    written = sa.insert(Event).from_select(
+        ["job_id", "seq", "type", "payload", "created_at"],
+        rows[0] if count == 1 else sa.union_all(*rows),
+    )
+    announcement = notify.announcement(job_id, job.c.event_seq)
+    return sa.select(job, announcement).add_cte(written.cte("written"))
 
 
 def finalize(session: orm.Session, job_id: int, now: Any) -> str | None:
@@ -156,12 +215,16 @@ def batch_payload(batch: sa.Row[Any]) -> dict[str, Any]:
     return {"batch": batch.index, "mode": batch.mode, "done": batch.done, "total": batch.total}
 
 
+#: The job's counters as events carry them, by their names there.
+_JOB_COUNTERS = {
+    "done": Job.done_tasks,
+    "total": Job.total_tasks,
+    "succeeded": Job.succeeded_tasks,
+    "failed": Job.failed_tasks,
+    "skipped": Job.skipped_tasks,
+    "cancelled": Job.cancelled_tasks,
+}
+
+
 def job_counters(job: sa.Row[Any]) -> dict[str, int]:
-    return {
-        "done": job.done_tasks,
-        "total": job.total_tasks,
-        "succeeded": job.succeeded_tasks,
-        "failed": job.failed_tasks,
-        "skipped": job.skipped_tasks,
-        "cancelled": job.cancelled_tasks,
-    }
+    return {name: getattr(job, column.key) for name, column in _JOB_COUNTERS.items()}

@@ -48,6 +48,11 @@ def publish(
         session.connection().execute(_announcement(along), parameters)
     elif along is not None:
         session.connection().execute(along, with_ or {})
+    announce_after_commit(session, job_id, seq)
+
+
+def announce_after_commit(session: orm.Session, job_id: int, seq: int) -> None:
+    """Have :func:`announce` run once ``session``'s transaction commits (never on rollback)."""
     session.info.setdefault(_PENDING, {})[job_id] = seq
 
 

@@ -1,4 +1,4 @@
-"""Starting a task run: marked running once per attempt, with one announced event each."""
+"""Starting and finishing a task run: once per attempt, each change an announced event."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def job_events(job_id: int) -> list[tuple[int, str, dict]]:
         return [tuple(row) for row in rows]
 
 
-def test_each_start_is_one_event_with_run_task_and_attempt(database_url: str):
+def test_each_start_and_the_outcome_are_numbered_announced_events(database_url: str):
     # Given a job of one task, and this process's announcements being recorded
     db.configure(database_url)
     job_id = jobs.create_job(
@@ -60,6 +60,17 @@ def test_each_start_is_one_event_with_run_task_and_attempt(database_url: str):
         {"run": run_id, "task": task_id, "attempt": 1},
         {"run": run_id, "task": task_id, "attempt": 2},
     ]
+    # And the outcome's events carry the job's counters after it
+    counters = {"done": 1, "total": 1, "succeeded": 1, "failed": 0, "skipped": 0, "cancelled": 0}
+    finished = {kind: payload for _, kind, payload in new if kind != "task_started"}
+    assert finished["task_succeeded"] == {
+        "run": run_id,
+        "task": task_id,
+        "error": None,
+        "job": counters,
+    }
+    assert finished["batch_completed"]["job"] == counters
+    assert finished["job_finished"] == {"status": "succeeded"}
     # Every commit was announced in this process, in order, ending at the newest event
     assert [job for job, _ in announced] == [job_id] * len(announced)
     assert [seq for _, seq in announced] == sorted(seq for _, seq in announced)
