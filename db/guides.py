@@ -20,18 +20,25 @@ class RunNotFoundError(LookupError):
 
 
 # Built once: building a statement costs more Python time than running it does.
-TASK_OF_RUN = (
-    sa.select(Task.id, Task.key, Task.title, Task.description, Project.name)
+_dependency = orm.aliased(Task)
+#: The run's task and project, with one row per dependency (its title and guide), or a
+#: single row with NULLs there when it has none.
+REQUEST_OF_RUN = (
+    sa.select(
+        Task.key,
+        Task.title,
+        Task.description,
+        Project.name,
+        _dependency.title.label("dependency_title"),
+        HandsOn.markdown.label("dependency_guide"),
+    )
     .join(TaskRun, TaskRun.task_id == Task.id)
     .join(Project, Project.id == Task.project_id)
+    .outerjoin(task_dependencies, task_dependencies.c.task_id == Task.id)
+    .outerjoin(_dependency, _dependency.id == task_dependencies.c.depends_on_id)
+    .outerjoin(HandsOn, HandsOn.task_id == _dependency.id)
     .where(TaskRun.id == sa.bindparam("run_id"))
-)
-DEPENDENCY_GUIDES = (
-    sa.select(Task.title, HandsOn.markdown)
-    .join(task_dependencies, task_dependencies.c.depends_on_id == Task.id)
-    .outerjoin(HandsOn, HandsOn.task_id == Task.id)
-    .where(task_dependencies.c.task_id == sa.bindparam("task_id"))
-    .order_by(Task.position)
+    .order_by(_dependency.position)
 )
 
 
@@ -40,8 +47,8 @@ def read_request(
 ) -> GuideRequest:
     """Build the generator's request for a task run, with its dependencies' guides.
 
-    Two plain queries inside the caller's transaction (the one that marks the run
-    started: see :func:`db.progress.start_run`).
+    One query, on the caller's connection (right after the run is marked started: see
+    :func:`db.progress.start_run`).
 
     Raises:
       RunNotFoundError: when the run is gone.
@@ -50,17 +57,20 @@ def read_request(
     # this module; a module-level import would make `import db.guides` first circular.
     from workers.generators.base import Dependency, GuideRequest
 
-    connection = session.connection()
-    task = connection.execute(TASK_OF_RUN, {"run_id": run_id}).one_or_none()
-    if task is None:
+    rows = session.connection().execute(REQUEST_OF_RUN, {"run_id": run_id}).all()
+    if not rows:
         raise RunNotFoundError(f"task run {run_id} does not exist")
-    dependencies = connection.execute(DEPENDENCY_GUIDES, {"task_id": task.id}).all()
+    task = rows[0]
     return GuideRequest(
         project_name=task.name or "",
         task_key=task.key,
         task_title=task.title,
         task_description=task.description,
-        dependencies=tuple(Dependency(title, markdown) for title, markdown in dependencies),
+        dependencies=tuple(
+            Dependency(row.dependency_title, row.dependency_guide)
+            for row in rows
+            if row.dependency_title is not None
+        ),
         previous_guide=previous_guide,
     )
 
@@ -76,7 +86,7 @@ def save_guide(run_id: int, markdown: str, generator: str) -> None:
     parameters = {"run_id": run_id, "text": markdown, "written_by": generator, "now": utcnow()}
     with statements_committing_alone() as connection:
         upsert = upsert_guide(connection.dialect.name)
-        if connection.execute(upsert, parameters).rowcount == 0:
+        if connection.execute(upsert, parameters).first() is None:
             raise RunNotFoundError(f"task run {run_id} does not exist")
 
 
@@ -95,7 +105,7 @@ def upsert_guide(dialect_name: str) -> sa.Insert:
             now,
         ).where(TaskRun.id == sa.bindparam("run_id")),
     )
-    return insert.on_conflict_do_update(
+    upsert = insert.on_conflict_do_update(
         index_elements=[HandsOn.task_id],
         set_={
             "job_id": insert.excluded.job_id,
@@ -104,3 +114,4 @@ def upsert_guide(dialect_name: str) -> sa.Insert:
             "updated_at": insert.excluded.updated_at,
         },
     )
+    return upsert.returning(HandsOn.task_id)  # no row: the run is gone

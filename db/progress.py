@@ -323,8 +323,7 @@ def compile_ahead() -> None:
         (counters.COMPLETE_BATCH, {"row_id": -1, "now": now}),
         (counters.START_NEXT_BATCH, {"of_job": -1, "next_index": 0, "now": now}),
         (events.RESERVE_SEQ, {"job_id": -1, "count": 0}),
-        (guides.TASK_OF_RUN, {"run_id": -1}),
-        (guides.DEPENDENCY_GUIDES, {"task_id": -1}),
+        (guides.REQUEST_OF_RUN, {"run_id": -1}),
     ]
     engine = get_engine()
     guide = {"run_id": -1, "text": "", "written_by": "", "now": now}
