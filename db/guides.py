@@ -83,11 +83,19 @@ def save_guide(run_id: int, markdown: str, generator: str) -> None:
     Raises:
       RunNotFoundError: when the run is gone.
     """
-    parameters = {"run_id": run_id, "text": markdown, "written_by": generator, "now": utcnow()}
     with statements_committing_alone() as connection:
-        upsert = upsert_guide(connection.dialect.name)
-        if connection.execute(upsert, parameters).first() is None:
-            raise RunNotFoundError(f"task run {run_id} does not exist")
+        store_guide(connection, run_id, markdown, generator)
+
+
+def store_guide(connection: sa.Connection, run_id: int, markdown: str, generator: str) -> None:
+    """Store (or replace) the guide of the run's task within the caller's transaction.
+
+    Raises:
+      RunNotFoundError: when the run is gone.
+    """
+    parameters = {"run_id": run_id, "text": markdown, "written_by": generator, "now": utcnow()}
+    if connection.execute(upsert_guide(connection.dialect.name), parameters).first() is None:
+        raise RunNotFoundError(f"task run {run_id} does not exist")
 
 
 @functools.lru_cache(maxsize=2)

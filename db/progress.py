@@ -130,9 +130,20 @@ def _start_announced(
             return Started(Start.RUN, prepared=prepare(session, run_id))
 
 
-def record_outcome(run_id: int, status: RunStatus, error: str | None = None) -> Outcome:
-    """Record the final outcome of a task run once; complete its batch when it is the last."""
+#: A write that rides in the transaction recording an outcome: ``write(session)``.
+Write = Callable[[orm.Session], None]
+
+
+def record_outcome(
+    run_id: int, status: RunStatus, error: str | None = None, *, along: Write | None = None
+) -> Outcome:
+    """Record the final outcome of a task run once; complete its batch when it is the last.
+
+    ``along`` runs first in the same transaction (a task's result, stored with its outcome).
+    """
     with session_scope() as session:
+        if along is not None:
+            along(session)
         return _finish(session, run_id, status, error)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 from collections.abc import Callable
 
@@ -10,7 +11,7 @@ from jobwatch import wait_for_job
 from workerkit import Embedded, make_project
 
 import pipelines
-from db import projects, session_scope
+from db import get_engine, projects, session_scope
 from db.models import Event, HandsOn
 from samples import load_sample
 
@@ -78,3 +79,56 @@ def test_a_pipeline_hands_each_step_the_previous_guide(embedded: Embedded):
     assert "Continuing from the previous step" not in guides[runs[0]["task_id"]]
     for step in runs[1:]:
         assert "Continuing from the previous step" in guides[step["task_id"]]
+
+
+def test_a_guide_is_stored_with_its_outcome_unless_a_next_step_needs_it_first(
+    embedded: Embedded,
+):
+    # Given a chain a -> b -> c and two independent tasks, and every transaction that
+    # stores a guide or records a run's outcome being noted
+    project_id = make_project(
+        "a",
+        {"key": "b", "title": "B", "depends_on": ["a"]},
+        {"key": "c", "title": "C", "depends_on": ["b"]},
+        "d",
+        "e",
+    )
+    begun = itertools.count()
+    current: dict[int, int] = {}
+    writes: dict[int, dict[str, int]] = collections.defaultdict(dict)
+
+    def on_begin(connection: sa.Connection) -> None:
+        current[id(connection.connection.dbapi_connection)] = next(begun)
+
+    def on_execute(connection, _cursor, statement, _parameters, context, _many) -> None:  # type: ignore[no-untyped-def]
+        parameters = context.compiled_parameters[0] if context.compiled else {}
+        transaction = current.get(id(connection.connection.dbapi_connection))
+        if statement.startswith("INSERT INTO hands_on"):
+            writes[parameters["run_id"]]["guide"] = transaction
+        elif statement.startswith("UPDATE task_runs") and "new_status" in parameters:
+            writes[parameters["run_id"]]["outcome"] = transaction
+
+    engine = get_engine()
+    sa.event.listen(engine, "begin", on_begin)
+    sa.event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        # When the job runs
+        job, _ = wait_for_job(submit(embedded, project_id, batch_size=3))
+    finally:
+        sa.event.remove(engine, "begin", on_begin)
+        sa.event.remove(engine, "before_cursor_execute", on_execute)
+
+    # Then each guide went in its outcome's transaction, except those of pipeline steps
+    # followed by another step: stored before, since the next step reads them
+    assert job["status"] == "succeeded"
+    runs = [
+        (batch["mode"], run["id"], position == len(batch["runs"]) - 1)
+        for batch in job["batches"]
+        for position, run in enumerate(batch["runs"])  # in pipeline order
+    ]
+    assert len(runs) == 5 and len(writes) == 5
+    assert "pipeline" in {mode for mode, _, _ in runs}
+    for mode, run_id, last in runs:
+        before_next_step = mode == "pipeline" and not last
+        together = writes[run_id]["guide"] == writes[run_id]["outcome"]
+        assert together is not before_next_step, (mode, run_id)

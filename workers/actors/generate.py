@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Callable
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
+from sqlalchemy import orm
 
 from db import guides, session_scope
 from settings import get_settings
 from workers.generators import get_generator
 from workers.generators.base import GuideRequest, PermanentGeneratorError
-from workers.middleware.progress import prepared
+from workers.middleware.progress import prepared, write_with_outcome
 
 _settings = get_settings()
 
@@ -37,11 +40,29 @@ def generate_hands_on(task_run_id: int, previous_guide: str | None = None) -> st
     settings = broker.current_settings()
     generator = get_generator(settings)
     request = prepared()
-    if not isinstance(request, GuideRequest):  # called outside a worker
+    in_worker = isinstance(request, GuideRequest)
+    if not in_worker:  # called directly
         with session_scope() as session:
             request = guides.read_request(session, task_run_id)
     request = dataclasses.replace(request, previous_guide=previous_guide)
     markdown = generator.generate(request)[: settings.MAX_GUIDE_CHARS]
-    guides.save_guide(task_run_id, markdown, generator.name)
     message = CurrentMessage.get_current_message()
-    return markdown if message is not None and message.options.get("pipe_target") else None
+    next_step = message is not None and message.options.get("pipe_target")
+    if in_worker and not next_step:
+        # Stored with the outcome. A pipeline's next step instead needs it stored now:
+        # that step is sent before this outcome is recorded, and reads it.
+        write_with_outcome(_storing(task_run_id, markdown, generator.name))
+    else:
+        guides.save_guide(task_run_id, markdown, generator.name)
+    return markdown if next_step else None
+
+
+def _storing(run_id: int, markdown: str, generator_name: str) -> Callable[[orm.Session], None]:
+    """Return the write that stores the guide in the transaction recording the outcome."""
+
+    def store(session: orm.Session) -> None:
+        # A run that is gone has no outcome to record either: nothing to store then.
+        with contextlib.suppress(guides.RunNotFoundError):
+            guides.store_guide(session.connection(), run_id, markdown, generator_name)
+
+    return store

@@ -19,12 +19,26 @@ MAX_ERROR_CHARS = 2_000
 _prepared: contextvars.ContextVar[Any] = contextvars.ContextVar("handson_prepared", default=None)
 
 
+_with_outcome: contextvars.ContextVar[progress.Write | None] = contextvars.ContextVar(
+    "handson_with_outcome", default=None
+)
+
+
 def prepared() -> Any:
     """Return what the current message's ``prepare_run`` read when its run started.
 
     None outside a worker's handling of a message of an actor with that option.
     """
     return _prepared.get()
+
+
+def write_with_outcome(write: progress.Write) -> None:
+    """Have ``write(session)`` run in the transaction that records the message's success.
+
+    For an actor's own last write: one transaction (and round trips) less per task. Only
+    while a worker handles a message of an actor with ``progress=True``.
+    """
+    _with_outcome.set(write)
 
 
 def describe(exception: BaseException) -> str:
@@ -44,8 +58,9 @@ class Progress(Middleware):
     (off the critical path; a crash in between redelivers this step, counted once).
 
     Actors opt in with ``progress=True``; their first argument is the task run id. An
-    actor may also give ``prepare_run=f``: ``f(session, run_id)`` runs in the transaction
-    that marks the run started, and the actor reads its result with :func:`prepared`.
+    actor may also give ``prepare_run=f``: ``f(session, run_id)`` runs when the run is
+    marked started, and the actor reads its result with :func:`prepared`. Its last
+    write may go with the outcome: :func:`write_with_outcome`.
     """
 
     def __init__(self) -> None:
@@ -83,6 +98,7 @@ class Progress(Middleware):
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         _prepared.set(None)
+        _with_outcome.set(None)
 
     def after_process_message(
         self,
@@ -92,12 +108,14 @@ class Progress(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
+        write = _with_outcome.get()
         _prepared.set(None)
+        _with_outcome.set(None)
         run_id = self._run_id(broker, message)
         if run_id is None:
             return
         if exception is None:
-            outcome = progress.record_outcome(run_id, RunStatus.SUCCEEDED)
+            outcome = progress.record_outcome(run_id, RunStatus.SUCCEEDED, along=write)
         elif message.failed:
             outcome = progress.record_outcome(run_id, RunStatus.FAILED, describe(exception))
         else:
