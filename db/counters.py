@@ -38,11 +38,25 @@ def _incremented(table: Any, suffix: str = "") -> dict[str, Any]:
     }
 
 
+_BATCH_NOW = sa.bindparam("now", type_=Batch.started_at.type)
+#: True when the increment takes a running batch to its total: exactly one change does.
+_COMPLETES = sa.and_(
+    Batch.status == BatchStatus.RUNNING,
+    Batch.done < Batch.total,
+    Batch.done + sa.bindparam("add_done") >= Batch.total,
+)
+
 # Built once: building a statement costs more Python time than running it does.
+#: Moves a batch's counters and, when they reach its total, completes it (the row's lock
+#: serializes these increments: exactly one change crosses the total).
 COUNT_IN_BATCH = (
     sa.update(Batch)
     .where(Batch.id == sa.bindparam("row_id"))
-    .values(**_incremented(Batch))
+    .values(
+        **_incremented(Batch),
+        status=sa.case((_COMPLETES, BatchStatus.COMPLETED.value), else_=Batch.status),
+        finished_at=sa.case((_COMPLETES, _BATCH_NOW), else_=Batch.finished_at),
+    )
     .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
 )
 COUNT_IN_JOB = (
@@ -70,12 +84,6 @@ COUNT_IN_JOB = (
 )
 
 
-_BATCH_NOW = sa.bindparam("now", type_=Batch.started_at.type)
-COMPLETE_BATCH = (
-    sa.update(Batch)
-    .where(Batch.id == sa.bindparam("row_id"), Batch.status == BatchStatus.RUNNING)
-    .values(status=BatchStatus.COMPLETED, finished_at=_BATCH_NOW)
-)
 START_NEXT_BATCH = (
     sa.update(Batch)
     .where(
@@ -98,13 +106,10 @@ def count_in_batch(
 ) -> tuple[sa.Row[Any], bool]:
     """Move the batch's counters; return its row and whether this change completed it."""
     added = sum(counts.values())
-    batch = session.connection().execute(COUNT_IN_BATCH, increments(batch_id, counts)).one()
-    # The row lock serializes these increments: exactly one change crosses the total.
+    parameters = {**increments(batch_id, counts), "now": now}
+    batch = session.connection().execute(COUNT_IN_BATCH, parameters).one()
     crossed = batch.done - added < batch.total <= batch.done
-    if not crossed or batch.status != BatchStatus.RUNNING:
-        return batch, False
-    completed = session.connection().execute(COMPLETE_BATCH, {"row_id": batch_id, "now": now})
-    return batch, completed.rowcount == 1
+    return batch, crossed and batch.status == BatchStatus.COMPLETED
 
 
 def start_next_batch(session: orm.Session, job_id: int, index: int, now: Any) -> sa.Row[Any] | None:

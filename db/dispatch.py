@@ -23,14 +23,19 @@ class DispatchSpec:
 
 
 # Built once: building a statement costs more Python time than running it does.
-_BATCH_TO_SEND = (
-    sa.select(Batch.mode, Batch.status, Job.max_retries)
+#: One row per run of the batch, in order, each with the batch's and job's settings.
+_RUNS_TO_SEND = (
+    sa.select(
+        Batch.mode,
+        Batch.status.label("batch_status"),
+        Job.max_retries,
+        TaskRun.id,
+        TaskRun.status,
+        TaskRun.task_id,
+    )
     .join(Job, Job.id == Batch.job_id)
+    .join(TaskRun, TaskRun.batch_id == Batch.id)
     .where(Batch.id == sa.bindparam("batch_id"))
-)
-_RUNS_OF_BATCH = (
-    sa.select(TaskRun.id, TaskRun.status, TaskRun.task_id)
-    .where(TaskRun.batch_id == sa.bindparam("batch_id"))
     .order_by(TaskRun.position)
 )
 
@@ -44,10 +49,10 @@ def load_dispatch(batch_id: int) -> DispatchSpec | None:
 def read_dispatch(session: orm.Session, batch_id: int) -> DispatchSpec | None:
     """Like :func:`load_dispatch`, inside the caller's transaction (the one starting it)."""
     connection = session.connection()
-    batch = connection.execute(_BATCH_TO_SEND, {"batch_id": batch_id}).one_or_none()
-    if batch is None or batch.status != BatchStatus.RUNNING:
+    runs = connection.execute(_RUNS_TO_SEND, {"batch_id": batch_id}).all()
+    if not runs or runs[0].batch_status != BatchStatus.RUNNING:
         return None
-    runs = connection.execute(_RUNS_OF_BATCH, {"batch_id": batch_id}).all()
+    batch = runs[0]
     pending = [i for i, run in enumerate(runs) if run.status in UNFINISHED_RUN_STATES]
     previous_output = None
     if batch.mode == BatchMode.PIPELINE and pending and pending[0] > 0:

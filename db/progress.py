@@ -329,9 +329,8 @@ def compile_ahead() -> None:
     statements = [
         (START_RUN, {"run_id": -1, "now": now}),
         (FINISH_RUN, {"run_id": -1, "now": now, "new_status": RunStatus.FAILED, "new_error": None}),
-        (counters.COUNT_IN_BATCH, nothing_counted),
+        (counters.COUNT_IN_BATCH, {**nothing_counted, "now": now}),
         (counters.COUNT_IN_JOB, {**job_counts, "new_events": 0}),
-        (counters.COMPLETE_BATCH, {"row_id": -1, "now": now}),
         (counters.START_NEXT_BATCH, {"of_job": -1, "next_index": 0, "now": now}),
         (events.RESERVE_SEQ, {"job_id": -1, "count": 0}),
         (guides.REQUEST_OF_RUN, {"run_id": -1}),
