@@ -277,5 +277,5 @@ def submit_job(
         max_tasks=max_tasks,
         max_retries=max_retries,
     )
-    dispatch_batch(created.first_batch_id)
+    send_batch(created.first_dispatch)
     return created.job_id
