@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from db import counters, dispatch, events, guides, notify
+from db import counters, dispatch, events, notify
 from db.engine import get_engine, session_scope, statements_committing_alone
 from db.models import (
     UNFINISHED_RUN_STATES,
@@ -119,7 +119,7 @@ def _start_announced(
     """
     with statements_committing_alone() as connection:
         started = connection.execute(
-            _START_AND_ANNOUNCE, {"run_id": run_id, "now": utcnow()}
+            START_AND_ANNOUNCE, {"run_id": run_id, "now": utcnow()}
         ).one_or_none()
         if started is None:
             return None
@@ -246,7 +246,7 @@ FINISH_RUN = (
     )
     .returning(TaskRun.job_id, TaskRun.batch_id, TaskRun.position, TaskRun.task_id)
 )
-_START_AND_ANNOUNCE = _started_and_announced()
+START_AND_ANNOUNCE = _started_and_announced()
 
 
 def _finish(session: orm.Session, run_id: int, status: RunStatus, error: str | None) -> Outcome:
@@ -314,39 +314,3 @@ def _skip_rest_of_pipeline(
             .returning(TaskRun.id, TaskRun.task_id)
         )
     )
-
-
-def compile_ahead() -> None:
-    """Run the per-task statements once on ids that do not exist, then roll back.
-
-    Their SQL is compiled and cached before the first task needs it: a worker calls this
-    at boot, so the first batch after a deploy starts as fast as the others.
-    """
-    # Exactly each statement's parameters: in an UPDATE, an extra key naming a column
-    # would become one more SET clause (another statement, cached apart).
-    now, nothing_counted = utcnow(), counters.increments(-1, collections.Counter())
-    job_counts = {**nothing_counted, "add_completed_batches": 0, "next_batch_index": None}
-    statements = [
-        (START_RUN, {"run_id": -1, "now": now}),
-        (FINISH_RUN, {"run_id": -1, "now": now, "new_status": RunStatus.FAILED, "new_error": None}),
-        (counters.COUNT_IN_BATCH, {**nothing_counted, "now": now}),
-        (counters.COUNT_IN_JOB, {**job_counts, "new_events": 0}),
-        (counters.START_NEXT_BATCH, {"of_job": -1, "next_index": 0, "now": now}),
-        (events.RESERVE_SEQ, {"job_id": -1, "count": 0}),
-        (guides.REQUEST_OF_RUN, {"run_id": -1}),
-    ]
-    engine = get_engine()
-    guide = {"run_id": -1, "text": "", "written_by": "", "now": now}
-    statements.append((guides.upsert_guide(engine.dialect.name), guide))
-    if engine.dialect.name == "postgresql":
-        statements.append((_START_AND_ANNOUNCE, {"run_id": -1, "now": now}))
-        for count in (1, 2, 3):  # the events of a plain outcome; of one completing a batch
-            described: dict[str, Any] = {}
-            for i in range(count):
-                described |= {f"type_{i}": "", f"payload_{i}": {}}
-            recorded = {**job_counts, "new_events": count, "now": now, **described}
-            statements.append((counters.counted_and_recorded(count), recorded))
-    with engine.connect() as connection, connection.begin() as transaction:
-        for statement, parameters in statements:
-            connection.execute(statement, parameters)
-        transaction.rollback()

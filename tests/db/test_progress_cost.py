@@ -11,7 +11,7 @@ from sqlalchemy.engine.interfaces import CacheStats
 from workerkit import make_project
 
 import db
-from db import guides, jobs, progress
+from db import guides, jobs, precompile, progress
 from db.models import RunStatus, TaskRun
 
 
@@ -112,7 +112,7 @@ def test_compiling_ahead_runs_every_per_task_statement_and_changes_nothing(datab
 
     # When a booting worker compiles the per-task statements ahead
     with counting_statements() as statements:
-        progress.compile_ahead()
+        precompile.compile_ahead()
 
     # Then they ran (7 of them) and no row changed
     assert len(statements) >= 7

@@ -10,7 +10,7 @@ import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
 import db
-from db import progress
+from db import precompile, progress
 from db.models import RunStatus
 
 #: Longest error text stored on a task run, in characters.
@@ -74,7 +74,7 @@ class Progress(Middleware):
         """Open a database connection per worker thread and compile the per-task SQL."""
         try:
             db.warm_up(worker.worker_threads)
-            progress.compile_ahead()
+            precompile.compile_ahead()
         except Exception as error:  # the database may be down: tasks will retry
             self.logger.warning("Could not prepare the database at boot: %s", error)
 
