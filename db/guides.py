@@ -48,7 +48,7 @@ def read_request(
     """Build the generator's request for a task run, with its dependencies' guides.
 
     One query, on the caller's connection (right after the run is marked started: see
-    :func:`db.progress.start_run`).
+    :func:`db.starts.start_run`).
 
     Raises:
       RunNotFoundError: when the run is gone.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from db import counters, events, guides, progress
+from db import counters, events, guides, progress, starts
 from db.engine import get_engine
 from db.models import RunStatus, utcnow
 
@@ -22,7 +22,7 @@ def compile_ahead() -> None:
     job_counts = {**nothing_counted, "add_completed_batches": 0, "next_batch_index": None}
     run = {"run_id": -1, "now": now}
     statements = [
-        (progress.START_RUN, run),
+        (starts.START_RUN, run),
         (
             progress.FINISH_RUN,
             {"run_id": -1, "now": now, "new_status": RunStatus.FAILED, "new_error": None},
@@ -37,7 +37,7 @@ def compile_ahead() -> None:
     guide = {"run_id": -1, "text": "", "written_by": "", "now": now}
     statements.append((guides.upsert_guide(engine.dialect.name), guide))
     if engine.dialect.name == "postgresql":
-        statements.append((progress.START_AND_ANNOUNCE, run))
+        statements.append((starts.START_AND_ANNOUNCE, run))
         for count in (1, 2, 3):  # the events of a plain outcome; of one completing a batch
             described: dict[str, Any] = {}
             for i in range(count):

@@ -11,7 +11,7 @@ from sqlalchemy.engine.interfaces import CacheStats
 from workerkit import make_project
 
 import db
-from db import guides, jobs, precompile, progress
+from db import guides, jobs, precompile, progress, starts
 from db.models import RunStatus, TaskRun
 
 
@@ -56,15 +56,15 @@ def outcome_costs(tasks: int, cache_misses: list[str] | None = None) -> tuple[in
     created = jobs.create_job(project_id, batch_size=5, max_batch_size=50, max_tasks=10_000)
     runs = first_batch_runs(created.job_id)
     for run_id in runs[:3]:
-        progress.start_run(run_id)
+        starts.start_run(run_id)
         progress.record_outcome(run_id, RunStatus.SUCCEEDED)
     with counting_statements(cache_misses) as start:
-        progress.start_run(runs[3])
+        starts.start_run(runs[3])
     with counting_statements(cache_misses):
         guides.save_guide(runs[3], "# guide", "offline")
     with counting_statements(cache_misses) as plain:
         assert progress.record_outcome(runs[3], RunStatus.SUCCEEDED).next_batch_id is None
-    progress.start_run(runs[4], guides.read_request)
+    starts.start_run(runs[4], guides.read_request)
     with counting_statements(cache_misses) as completing:
         outcome = progress.record_outcome(runs[4], RunStatus.SUCCEEDED)
         assert outcome.next_batch_id is not None

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from workerkit import make_project
 
 import db
-from db import jobs, notify, progress
+from db import jobs, notify, progress, starts
 from db.models import Event, RunStatus, TaskRun
 
 
@@ -40,18 +40,18 @@ def test_each_start_and_the_outcome_are_numbered_announced_events(database_url: 
     try:
         # When the run starts, fails once (to be retried), starts again, then succeeds
         # and its message is delivered once more
-        first = progress.start_run(run_id)
+        first = starts.start_run(run_id)
         progress.record_retry(run_id, "boom")
-        second = progress.start_run(run_id)
+        second = starts.start_run(run_id)
         progress.record_outcome(run_id, RunStatus.SUCCEEDED)
-        redelivered = progress.start_run(run_id)
+        redelivered = starts.start_run(run_id)
     finally:
         notify.job_event.disconnect(record)
 
     # Then both attempts started, each with its own numbered event, and the redelivery
     # did nothing
-    assert [first.decision, second.decision] == [progress.Start.RUN, progress.Start.RUN]
-    assert redelivered.decision is progress.Start.DUPLICATE
+    assert [first.decision, second.decision] == [starts.Start.RUN, starts.Start.RUN]
+    assert redelivered.decision is starts.Start.DUPLICATE
     new = job_events(job_id)[len(before) :]
     last_seq = before[-1][0]
     assert [seq for seq, _, _ in new] == list(range(last_seq + 1, last_seq + 1 + len(new)))

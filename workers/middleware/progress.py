@@ -10,7 +10,7 @@ import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
 import db
-from db import precompile, progress
+from db import precompile, progress, starts
 from db.models import RunStatus
 
 #: Longest error text stored on a task run, in characters.
@@ -90,9 +90,9 @@ class Progress(Middleware):
         if not options.get("progress"):
             return
         run_id = message.args[0]
-        started = progress.start_run(run_id, options.get("prepare_run"))
+        started = starts.start_run(run_id, options.get("prepare_run"))
         self._follow_up(started.outcome)
-        if started.decision is not progress.Start.RUN:
+        if started.decision is not starts.Start.RUN:
             raise SkipMessage(f"task run {run_id}: {started.decision}")
         _prepared.set(started.prepared)
 
