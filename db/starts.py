@@ -67,27 +67,35 @@ def start_run(run_id: int, prepare: Callable[[orm.Session, int], Any] | None = N
         fast = _start_announced(run_id, prepare)
         if fast is not None:
             return fast
+        with session_scope() as session:
+            return _not_started(session, run_id)
     with session_scope() as session:
         connection = session.connection()
         started = connection.execute(START_RUN, {"run_id": run_id, "now": utcnow()}).one_or_none()
-        if started is not None:
-            # Read before the event locks the job's row: concurrent starts of a batch
-            # then queue on that lock for as short a time as possible.
-            prepared = None if prepare is None else prepare(session, run_id)
-            payload = {"run": run_id, "task": started.task_id, "attempt": started.attempts}
-            events.append(session, started.job_id, [("task_started", payload)])
-            return Started(Start.RUN, prepared=prepared)
-        row = connection.execute(
-            sa.select(TaskRun.status, TaskRun.job_id, TaskRun.task_id).where(TaskRun.id == run_id)
-        ).one_or_none()
-        if row is None or row.status not in UNFINISHED_RUN_STATES:
-            return Started(Start.DUPLICATE)
-        blocker = connection.scalar(_failed_dependencies(row.job_id, row.task_id).limit(1))
-        if blocker is None:
-            # It changed under us (a concurrent rerun): leave it to the reconciler.
-            return Started(Start.DUPLICATE)
-        error = f"skipped: the task it depends on, {blocker!r}, did not succeed"
-        return Started(Start.SKIPPED, progress.finish(session, run_id, RunStatus.SKIPPED, error))
+        if started is None:
+            return _not_started(session, run_id)
+        # Read before the event locks the job's row: concurrent starts of a batch
+        # then queue on that lock for as short a time as possible.
+        prepared = None if prepare is None else prepare(session, run_id)
+        payload = {"run": run_id, "task": started.task_id, "attempt": started.attempts}
+        events.append(session, started.job_id, [("task_started", payload)])
+        return Started(Start.RUN, prepared=prepared)
+
+
+def _not_started(session: orm.Session, run_id: int) -> Started:
+    """Find out why the run's guarded start matched nothing; record a skip if that is why."""
+    connection = session.connection()
+    row = connection.execute(
+        sa.select(TaskRun.status, TaskRun.job_id, TaskRun.task_id).where(TaskRun.id == run_id)
+    ).one_or_none()
+    if row is None or row.status not in UNFINISHED_RUN_STATES:
+        return Started(Start.DUPLICATE)
+    blocker = connection.scalar(_failed_dependencies(row.job_id, row.task_id).limit(1))
+    if blocker is None:
+        # It changed under us (a concurrent rerun): leave it to the reconciler.
+        return Started(Start.DUPLICATE)
+    error = f"skipped: the task it depends on, {blocker!r}, did not succeed"
+    return Started(Start.SKIPPED, progress.finish(session, run_id, RunStatus.SKIPPED, error))
 
 
 def _start_announced(

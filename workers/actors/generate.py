@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 from sqlalchemy import orm
 
-from db import guides, session_scope
+from db import guides, progress, session_scope
 from settings import get_settings
 from workers.generators import get_generator
 from workers.generators.base import GuideRequest, PermanentGeneratorError
@@ -57,7 +56,7 @@ def generate_hands_on(task_run_id: int, previous_guide: str | None = None) -> st
     return markdown if next_step else None
 
 
-def _storing(run_id: int, markdown: str, generator_name: str) -> Callable[[orm.Session], None]:
+def _storing(run_id: int, markdown: str, generator_name: str) -> progress.Write:
     """Return the write that stores the guide in the transaction recording the outcome."""
 
     def store(session: orm.Session) -> None:

@@ -41,6 +41,14 @@ def write_with_outcome(write: progress.Write) -> None:
     _with_outcome.set(write)
 
 
+def _forget_message() -> progress.Write | None:
+    """Drop what the finished message left for this thread; return its outcome's write."""
+    write = _with_outcome.get()
+    _prepared.set(None)
+    _with_outcome.set(None)
+    return write
+
+
 def describe(exception: BaseException) -> str:
     """Return a one-line description of a task failure for users to read."""
     text = str(exception).strip()
@@ -97,8 +105,7 @@ class Progress(Middleware):
         _prepared.set(started.prepared)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        _prepared.set(None)
-        _with_outcome.set(None)
+        _forget_message()
 
     def after_process_message(
         self,
@@ -108,9 +115,7 @@ class Progress(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        write = _with_outcome.get()
-        _prepared.set(None)
-        _with_outcome.set(None)
+        write = _forget_message()
         run_id = self._run_id(broker, message)
         if run_id is None:
             return
