@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import logging
 from typing import Any
 
@@ -93,8 +94,12 @@ def _start_embedded_worker(broker: Any, settings: Settings) -> None:
     atexit.register(scheduler.shutdown, wait=False)
 
 
+@functools.cache
 def _start_usage_flusher(process_kind: str) -> None:
-    """Store the Redis commands this process sends (job dispatches), once a minute."""
+    """Store the Redis commands this process sends (job dispatches), once a minute.
+
+    Once per process, however many apps it creates: the meter is the process's.
+    """
     from workers.middleware.metering import UsageFlusher
 
     atexit.register(UsageFlusher(process_kind).start().stop)

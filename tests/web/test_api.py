@@ -303,11 +303,18 @@ def test_task_ids_in_the_project_match_the_database(client):
     assert [t["id"] for t in project["tasks"]] == ids
 
 
-def test_secret_key_is_required_outside_debug_testing_and_embedded_mode(sqlite_url):
+def test_secret_key_is_required_outside_debug_testing_and_embedded_mode(
+    sqlite_url, monkeypatch: pytest.MonkeyPatch
+):
     from workerkit import fast_settings
 
+    import web
     from web import create_app
     from web.security import SecretKeyMissingError
+
+    # A deployed app stores this process's Redis usage once a minute from then on: here
+    # that thread would outlive the test and take other tests' counts.
+    monkeypatch.setattr(web, "_start_usage_flusher", lambda process_kind: None)
 
     deployed = fast_settings(sqlite_url, REDIS_URL="redis://127.0.0.1:9/0")
     with pytest.raises(SecretKeyMissingError, match="SECRET_KEY is not set"):
