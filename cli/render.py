@@ -83,12 +83,20 @@ def _wall_time(job: dict[str, Any]) -> str:
     return f"{(end - start).total_seconds():.1f} s"
 
 
+def moment(iso: str | None) -> str:
+    """Return an ISO timestamp as ``2026-12-04 18:13:31 UTC`` (``-`` when unset)."""
+    if not iso:
+        return "-"
+    return f"{dt.datetime.fromisoformat(iso).astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
 def summary(job: dict[str, Any]) -> str:
     """Return a few lines that sum a job up."""
     pipelines = sum(1 for batch in job["batches"] if batch["mode"] == "pipeline")
     groups = len(job["batches"]) - pipelines
     lines = [
         f"Job {job['id']} ({job['project_name']}): {job['status']}, wall time {_wall_time(job)}",
+        f"  started: {moment(job['created_at'])}, finished: {moment(job['finished_at'])}",
         f"  batches: {job['completed_batches']}/{job['total_batches']} done"
         f" ({groups} groups, {pipelines} pipelines, batch size {job['batch_size']})",
         f"  tasks:   {job['succeeded_tasks']} succeeded, {job['failed_tasks']} failed,"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import datetime as dt
 import functools
 import logging
 from typing import Any
@@ -64,8 +65,17 @@ def _register(app: Flask) -> None:
     from web import api, errors, events, health, security, views
 
     security.init_app(app)
+    app.jinja_env.filters["when"] = when
     for blueprint in (errors.bp, views.bp, api.bp, events.bp, health.bp):
         app.register_blueprint(blueprint)
+
+
+def when(iso: str | None) -> str:
+    """Return an ISO timestamp as ``2026-12-04 18:13:31 UTC`` (a template filter)."""
+    if not iso:
+        return ""
+    moment = dt.datetime.fromisoformat(iso).astimezone(dt.UTC)
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _load_sample_once(settings: Settings) -> None:
