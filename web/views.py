@@ -20,7 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 import pipelines
 from db import control, jobs, projects
-from web import forms, queries
+from web import download, forms, queries
 from web.markdown import render
 from web.security import check_csrf
 
@@ -136,12 +136,9 @@ def download_guides(project_id: int) -> Response:
     if found is None:
         abort(404)
     name, guides = found
-    parts = [f"# {name}\n"]
-    for title, markdown in guides:
-        parts.append(f"\n---\n\n## {title}\n\n{markdown or '_Not generated yet._'}\n")
     filename = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "project"
     return Response(
-        "".join(parts),
+        download.guides_markdown(name, guides),
         mimetype="text/markdown",
         headers={"Content-Disposition": f'attachment; filename="{filename}-guides.md"'},
     )
