@@ -27,6 +27,22 @@ class Settings:
 
     #: SQLAlchemy URL; default: a SQLite file under ``instance/`` (embedded mode).
     DATABASE_URL: str = f"sqlite:///{INSTANCE_DIR / 'handson.db'}"
+    #: PostgreSQL connections every process may pool (a fixed size, in connections); unset:
+    #: sized from what the process runs: a worker one per thread, the web process
+    #: DATABASE_WEB_POOL_SIZE, others (scheduler, CLI) 2. See ``handson budget``.
+    DATABASE_POOL_SIZE: int | None = None
+    #: PostgreSQL connections a web process pools for its requests, in connections (an
+    #: idle event stream holds none; one more connection per web process LISTENs).
+    DATABASE_WEB_POOL_SIZE: int = 4
+    #: Longest wait for a free pooled connection before a clear error, in seconds.
+    DATABASE_POOL_TIMEOUT_S: float = 10.0
+    #: A process closes its pooled connections after this long without a database use,
+    #: in seconds; 0: keep them open.
+    DATABASE_IDLE_TIMEOUT_S: float = 300.0
+    #: Threads of the Procfile's worker process (``--threads``), for ``handson budget``.
+    WORKER_THREADS: int = 8
+    #: Gunicorn worker processes of the web process (gunicorn reads it too), for the budget.
+    WEB_CONCURRENCY: int = 1
     #: Redis URL for the Dramatiq broker; unset: in-memory broker, worker threads in-process.
     REDIS_URL: str | None = None
     #: Dramatiq queue that generation messages go to.

@@ -1,7 +1,9 @@
 """Engine and session factory: created unbound, bound by ``configure(url)``.
 
 Web, workers, CLI and tests all call :func:`configure` once with the URL from their
-settings; everything else opens short transactions with :func:`session_scope`.
+settings; everything else opens short transactions with :func:`session_scope`. On
+PostgreSQL the pool is a budget (:mod:`db.pool`): sized from what the process runs
+(:func:`claim`), bounded waits, idle connections closed.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event, orm
 
+from db import pool
+from db.pool import PoolOptions
+
 #: The session factory; unbound until :func:`configure` is called.
 Session = orm.sessionmaker(expire_on_commit=False)
 
 _engine: sa.Engine | None = None
+_options = PoolOptions()
+_idle_closer: pool.IdleCloser | None = None
 #: Serializes this process's SQLite transactions (see :func:`session_scope`).
 _sqlite_turns = threading.RLock()
 
@@ -50,8 +57,13 @@ def _prepare_sqlite(engine: sa.Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str) -> sa.Engine:
-    """Create an engine for ``url`` with the settings this project relies on."""
+def create_engine(url: str, options: PoolOptions | None = None) -> sa.Engine:
+    """Create an engine for ``url`` with the settings this project relies on.
+
+    Parameters:
+      url: the SQLAlchemy URL.
+      options: how a PostgreSQL engine pools its connections (default: :class:`PoolOptions`).
+    """
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
@@ -59,20 +71,71 @@ def create_engine(url: str) -> sa.Engine:
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _prepare_sqlite(engine)
         return engine
-    # pre_ping: a connection dropped by a database restart is replaced, not reused.
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # pre_ping: a connection dropped by a database restart (or closed by the server or a
+    # proxy while idle) is replaced, not reused. LIFO: a light load keeps reusing the
+    # same few connections, so the others stay idle where a server-side timeout can end them.
+    engine = sa.create_engine(
+        url,
+        poolclass=pool.pool_class(options or PoolOptions()),
+        pool_pre_ping=True,
+        pool_use_lifo=True,
+    )
+    pool.name_connections(engine)
+    return engine
 
 
-def configure(url: str) -> sa.Engine:
-    """Bind the session factory to a new engine for ``url`` and return the engine."""
-    global _engine
+def configure(url: str, options: PoolOptions | None = None) -> sa.Engine:
+    """Bind the session factory to an engine for ``url`` and return the engine.
+
+    Calling it again with the same URL and options keeps the engine (and its pool).
+
+    Parameters:
+      url: the SQLAlchemy URL.
+      options: how to pool PostgreSQL connections (default: :class:`PoolOptions`).
+    """
+    global _engine, _options, _idle_closer
+    options = options or PoolOptions()
     if _engine is not None:
-        if _engine.url.render_as_string(hide_password=False) == url:
+        if _engine.url.render_as_string(hide_password=False) == url and options == _options:
             return _engine
+        _stop_idle_closer()
         _engine.dispose()
-    _engine = create_engine(url)
+    _engine, _options = create_engine(url, options), options
+    if _engine.dialect.name == "postgresql" and options.idle_timeout_s > 0:
+        _idle_closer = pool.IdleCloser(_engine, options.idle_timeout_s)
     Session.configure(bind=_engine)
     return _engine
+
+
+def _stop_idle_closer() -> None:
+    global _idle_closer
+    if _idle_closer is not None:
+        _idle_closer.stop()
+        _idle_closer = None
+
+
+def idle_closer() -> pool.IdleCloser | None:
+    """Return what closes this process's idle connections (None: nothing does)."""
+    return _idle_closer
+
+
+def claim(part: str, connections: int) -> None:
+    """Size this process's pool for what ``part`` of it runs (see :mod:`db.pool`).
+
+    The pool holds the sum of the parts' claims (unless ``DATABASE_POOL_SIZE`` fixes
+    it). Parts claim when they start, before they use the database: a pool whose size
+    changes is replaced, and its idle connections are closed.
+
+    Parameters:
+      part: what claims (``"worker"``, ``"web"``); a second claim replaces the first.
+      connections: the connections it may use at once; 0 withdraws the claim.
+    """
+    pool.claim(part, connections)
+    engine = _engine
+    if engine is None or engine.dialect.name != "postgresql":
+        return
+    if engine.pool.size() != _options.pool_size():  # type: ignore[attr-defined]
+        engine.dispose()  # the new pool takes the new size (db.pool.pool_class)
 
 
 def get_engine() -> sa.Engine:
@@ -87,14 +150,16 @@ def get_engine() -> sa.Engine:
 
 
 def warm_up(connections: int) -> None:
-    """Open up to ``connections`` pooled connections now, so first tasks do not wait.
+    """Size the pool for a worker of ``connections`` threads and open them now.
 
-    A worker calls it at boot with its thread count: the first batch's tasks then find
-    their connections open instead of each opening one at the same moment.
+    A worker calls it at boot with its thread count: it claims one connection per
+    thread (:func:`claim`), and the first batch's tasks find their connections open
+    instead of each opening one at the same moment.
     """
     engine = get_engine()
     if engine.dialect.name == "sqlite":  # in-process: nothing to open ahead
         return
+    claim("worker", connections)
     with contextlib.ExitStack() as opened:
         for _ in range(max(0, min(connections, engine.pool.size()))):
             opened.enter_context(engine.connect()).execute(sa.text("SELECT 1"))

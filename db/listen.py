@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from db import events, notify
+from db import events, notify, pool
 from db.engine import get_engine, session_scope
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 LISTEN_START_TIMEOUT_S = 10.0
 #: Pause between attempts to reconnect the listener, in seconds.
 RECONNECT_DELAY_S = 1.0
+#: ``application_name`` of the LISTEN connection (one per process at most).
+LISTENER_NAME = f"{pool.APPLICATION}/listen"
 #: Event types after which a job has no more events.
 FINAL_EVENTS = frozenset({"job_finished", "job_cancelled"})
 
@@ -95,10 +97,17 @@ class EventHub:
 
     def _listen_pg(self, conninfo: str) -> None:
         import psycopg
+        from psycopg.conninfo import conninfo_to_dict
 
+        # Named in pg_stat_activity (see db.pool), unless the URL names it already.
+        named = (
+            {}
+            if "application_name" in conninfo_to_dict(conninfo)
+            else {"application_name": LISTENER_NAME}
+        )
         while not self._stop.is_set():
             try:
-                with psycopg.connect(conninfo, autocommit=True) as connection:
+                with psycopg.connect(conninfo, autocommit=True, **named) as connection:
                     connection.execute(f"LISTEN {notify.CHANNEL}")
                     if self._listening.is_set():
                         self.wake_all()  # a reconnect: commits in between went unheard

@@ -4,6 +4,11 @@ Every open event stream holds one thread, so the gthread worker runs many thread
 stream costs a thread's stack and one queue, and no work while idle. On SIGTERM the
 worker first ends every open stream (clients reconnect elsewhere with ``Last-Event-ID``),
 then gunicorn finishes the other requests and exits within ``graceful_timeout``.
+
+Threads are not database connections: an idle stream holds none (the process's one
+LISTEN connection wakes them all), and a request holds one only while it reads or
+writes. Each gunicorn worker pools ``DATABASE_WEB_POOL_SIZE`` connections, however many
+threads it runs; a request that finds them all busy waits, then gets a 503.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ errorlog = "-"
 
 
 def post_worker_init(worker: Any) -> None:
-    """Cap the worker's event streams; end them as soon as it is told to stop (SIGTERM)."""
+    """Size the worker's database pool and cap its event streams; end them on SIGTERM."""
     app = getattr(worker, "wsgi", None)
     if hasattr(app, "config"):
         app.config["MAX_STREAMS"] = max(1, worker.cfg.threads - reserved_threads)
+        _claim_connections(app.config.get("HANDSON"))
     previous = signal.getsignal(signal.SIGTERM)
 
     def _on_sigterm(signum: int, frame: Any) -> None:
@@ -42,3 +48,11 @@ def post_worker_init(worker: Any) -> None:
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _claim_connections(settings: Any) -> None:
+    """Pool what the requests need (``DATABASE_WEB_POOL_SIZE``), not one per thread."""
+    if settings is not None:
+        from db import claim
+
+        claim("web", settings.DATABASE_WEB_POOL_SIZE)
