@@ -17,7 +17,7 @@ def open_database(settings: Settings) -> None:
 
     if settings.DATABASE_URL.startswith("sqlite"):
         migrate.upgrade(settings.DATABASE_URL)
-    db.configure(settings.DATABASE_URL)
+    db.configure(settings.DATABASE_URL, db.PoolOptions.of(settings))
 
 
 def open_workers(settings: Settings) -> dramatiq.Broker:

@@ -57,7 +57,7 @@ def configure(
         # Without new settings, keep the broker this module built at import.
         broker = dramatiq.get_broker() if settings is None else build_broker(settings)
     _current = settings or get_settings()
-    db.configure(_current.DATABASE_URL)
+    db.configure(_current.DATABASE_URL, db.PoolOptions.of(_current))
     dramatiq.set_broker(broker)
     from workers.actors.generate import generate_hands_on
 
