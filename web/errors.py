@@ -13,9 +13,14 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from db.pool import PoolExhaustedError
+
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("errors", __name__)
+
+#: Seconds a client is asked to wait (``Retry-After``) when the database is busy.
+DATABASE_BUSY_RETRY_S = 5
 
 
 class ApiError(Exception):
@@ -81,6 +86,15 @@ def _http_error(error: HTTPException) -> Any:
         if name.lower() != "content-type":
             response.headers[name] = value
     return response
+
+
+@bp.app_errorhandler(PoolExhaustedError)
+def _database_busy(error: PoolExhaustedError) -> tuple[Any, int, dict[str, str]]:
+    # Every pooled connection stayed busy: a load to wait out, not a bug; the log says
+    # what to change if it persists.
+    logger.warning("Answered 503 to %s %s: %s", request.method, request.path, error)
+    body, status = error_response(503, "The database is busy; retry in a moment.")
+    return body, status, {"Retry-After": str(DATABASE_BUSY_RETRY_S)}
 
 
 @bp.app_errorhandler(Exception)

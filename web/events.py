@@ -29,6 +29,7 @@ from db import events as db_events
 from db import jobs, listen
 from db.engine import session_scope
 from db.models import Job, JobStatus
+from db.pool import PoolExhaustedError
 from web.errors import ApiError
 from web.feed import EventFeed
 
@@ -259,6 +260,10 @@ def _run(
             yield from _follow(job_id, after_seq, wakeups, registry, read_first=more)
     except jobs.NotFoundError:
         return  # the job was deleted while watched: nothing more will come
+    except PoolExhaustedError:
+        # The database stayed busy: end the stream; the client reconnects after
+        # RETRY_MS with Last-Event-ID and misses nothing.
+        return
     finally:
         _release(job_id, hub, registry, wakeups)
 
