@@ -1,4 +1,5 @@
-"""``handson budget``: the Redis commands this deployment used, and what a month costs."""
+"""``handson budget``: the Redis commands this deployment used, and what a month costs;
+the PostgreSQL connections it uses at peak, and those open now."""
 
 from __future__ import annotations
 
@@ -6,6 +7,16 @@ import click
 
 from cli.context import open_database, pass_settings
 from settings import Settings
+
+
+def _count(name: str, what: str) -> click.Option:
+    return click.option(
+        f"--{name}",
+        type=click.IntRange(min=0),
+        default=1,
+        show_default=True,
+        help=f"{what} processes (dynos) to plan PostgreSQL connections for.",
+    )
 
 
 @click.command("budget")
@@ -16,21 +27,40 @@ from settings import Settings
     default=None,
     help="Monthly command cap of the Redis plan [default: REDIS_MONTHLY_CAP, 500,000].",
 )
+@_count("web", "Web")
+@_count("workers", "Worker")
+@_count("schedulers", "Scheduler")
 @pass_settings
-def budget_command(settings: Settings, hours: float, cap: int | None) -> None:
-    """Print Redis commands of the last hours by process kind and by command.
+def budget_command(
+    settings: Settings, hours: float, cap: int | None, web: int, workers: int, schedulers: int
+) -> None:
+    """Print Redis commands of the last hours, and PostgreSQL connections.
 
-    Counts are what each process sent (its redis-py connections); a host that bills
-    the calls made inside Lua scripts too bills a few more per script call.
+    Redis: by process kind and by command. Counts are what each process sent (its
+    redis-py connections); a host that bills the calls made inside Lua scripts too
+    bills a few more per script call.
+
+    PostgreSQL: each process kind's peak, from the settings (DATABASE_*_POOL_SIZE,
+    WORKER_THREADS, WEB_CONCURRENCY) and the process counts given; then, on PostgreSQL,
+    the connections open now on the database, by application_name.
     """
     if hours <= 0:
         raise click.BadParameter("must be more than 0", param_hint="--hours")
     cap = settings.REDIS_MONTHLY_CAP if cap is None else cap
     if cap <= 0:
         raise click.BadParameter("must be more than 0", param_hint="--cap")
+    open_database(settings)
+    _print_redis(hours, cap)
+    _print_planned(settings, web=web, workers=workers, schedulers=schedulers)
+    if settings.DATABASE_URL.startswith("sqlite"):
+        click.echo("  (DATABASE_URL is a SQLite file: no server connections to count now.)")
+    else:
+        _print_open()
+
+
+def _print_redis(hours: float, cap: int) -> None:
     from db import usage
 
-    open_database(settings)
     result = usage.budget(hours=hours, monthly_cap=cap)
     click.echo(f"Redis commands in the last {hours:g} h: {result.total:,}")
     for title, rows in (("By process kind", result.by_process), ("By command", result.by_command)):
@@ -43,3 +73,31 @@ def budget_command(settings: Settings, hours: float, cap: int | None) -> None:
         f"\nProjected for 30 days: {result.per_month:,.0f}"
         f" = {100 * result.share_of_cap:.1f}% of a {cap:,}-command monthly cap."
     )
+
+
+def _print_planned(settings: Settings, **processes: int) -> None:
+    from db import connections
+
+    planned = connections.plan(settings, **processes)
+    click.echo("\nPostgreSQL connections at peak (from settings):")
+    for row in planned:
+        shape = f"{row.processes} x {row.each} ({row.detail})"
+        click.echo(f"  {row.kind:<10} {shape:<38} {row.total:>4}")
+    click.echo(f"  {'total':<10} {'':<38} {sum(row.total for row in planned):>4}")
+    click.echo(
+        f"  A release or one-off handson command adds up to {connections.ONE_OFF_PEAK}"
+        " while it runs."
+    )
+
+
+def _print_open() -> None:
+    from db import connections
+
+    now = connections.open_now()
+    click.echo(
+        f"\nPostgreSQL connections open now: {now.total} (this command's not counted;"
+        f" the server allows {now.allowed})"
+    )
+    for name, count in now.by_name.items():
+        what = connections.NAMES.get(name, "another client")
+        click.echo(f"  {name or '(unnamed)':<24} {count:>4}  {what}")
