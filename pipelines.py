@@ -1,33 +1,33 @@
-"""Plan a job (task graph -> ordered batches) and dispatch a batch as a group or pipeline.
+"""Plan a job (task graph -> ordered batches) and compose a batch's Dramatiq messages.
 
-Planning is pure: :func:`validate_graph` and :func:`plan_batches` take plain task nodes
-and return plain data, so they are easy to test on random graphs. :func:`dispatch_batch`
-turns one stored batch into a real ``dramatiq.group`` or ``dramatiq.pipeline``.
+Pure: nothing here imports the project's other modules. :func:`validate_graph` and
+:func:`plan_batches` take plain task nodes and return plain data, so they are easy to
+test on random graphs. :func:`compose` turns what to send (a :class:`DispatchSpec`)
+into a real ``dramatiq.group`` or ``dramatiq.pipeline``, finding the actor by name
+through the broker, as Dramatiq's own ``Pipelines`` middleware does; sending it is the
+dispatch service's part (``workers.dispatch``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
-if TYPE_CHECKING:
-    from db.dispatch import DispatchSpec
+import dramatiq
+
+from errors import InvalidInputError
 
 K = TypeVar("K", bound=Hashable)
 
 GROUP = "group"
 PIPELINE = "pipeline"
+#: The actor that writes one task run's guide; its first argument is the run id.
+GENERATE_ACTOR = "generate_hands_on"
 
 
-class PlanError(ValueError):
+class PlanError(InvalidInputError):
     """Raised when a project cannot be planned; the message says what to fix."""
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        #: The input field at fault, when one is (``tasks[3].depends_on``).
-        self.field = field
 
 
 class EmptyProjectError(PlanError):
@@ -213,69 +213,33 @@ def plan_batches(nodes: Sequence[TaskNode[K]], batch_size: int) -> list[PlannedB
     return batches
 
 
-def dispatch_batch(batch_id: int) -> int:
-    """Send the queued task runs of a running batch as a group or a pipeline.
+@dataclasses.dataclass(frozen=True)
+class DispatchSpec:
+    """What to send for a released batch: its unfinished runs, in order."""
+
+    mode: str
+    run_ids: tuple[int, ...]
+    max_retries: int | None
+    #: For a pipeline resumed mid-way: the guide of the step before the first one sent.
+    previous_output: str | None = None
+
+
+def compose(
+    spec: DispatchSpec, broker: dramatiq.Broker, *, actor_name: str = GENERATE_ACTOR
+) -> dramatiq.group | dramatiq.pipeline | None:
+    """Return the group or pipeline of messages that runs ``spec``; None when it is empty.
 
     A pipeline starts at its first unfinished step; each step is handed the previous
-    step's guide by Dramatiq's ``Pipelines`` middleware. Returns the number of
-    messages sent (a pipeline sends its later steps as the earlier ones succeed).
+    step's guide by Dramatiq's ``Pipelines`` middleware (a resumed pipeline's first step
+    gets ``spec.previous_output``).
     """
-    from db import dispatch
-
-    spec = dispatch.load_dispatch(batch_id)
-    return 0 if spec is None else send_batch(spec)
-
-
-def send_batch(spec: DispatchSpec) -> int:
-    """Send what ``spec`` says (see :func:`dispatch_batch`); return the messages sent."""
-    # Imported here: workers import pipelines (to dispatch the next batch), so a
-    # module-level import would be circular.
-    import dramatiq
-
-    from workers.actors.generate import generate_hands_on
-
     if not spec.run_ids:
-        return 0
+        return None
+    actor = broker.get_actor(actor_name)
     options = {} if spec.max_retries is None else {"max_retries": spec.max_retries}
-    messages = [
-        generate_hands_on.message_with_options(args=(run_id,), **options) for run_id in spec.run_ids
-    ]
+    messages = [actor.message_with_options(args=(run_id,), **options) for run_id in spec.run_ids]
     if spec.mode == PIPELINE:
         if spec.previous_output is not None:
             messages[0] = messages[0].copy(args=(spec.run_ids[0], spec.previous_output))
-        dramatiq.pipeline(messages).run()
-        return 1
-    # Our Redis broker sends a whole group in 2 commands instead of 2 per message.
-    batched = getattr(generate_hands_on.broker, "batched_enqueues", contextlib.nullcontext)
-    with batched():
-        dramatiq.group(messages).run()
-    return len(messages)
-
-
-def submit_job(
-    project_id: int,
-    *,
-    batch_size: int,
-    max_batch_size: int,
-    max_tasks: int,
-    max_retries: int | None = None,
-) -> int:
-    """Validate, plan and write a job for a project, then dispatch its first batch.
-
-    Returns the job id.
-
-    Raises:
-      db.jobs.NotFoundError: when the project does not exist.
-      PlanError: when the batch size or the project's dependency graph is invalid.
-    """
-    from db import jobs
-
-    created = jobs.create_job(
-        project_id,
-        batch_size=batch_size,
-        max_batch_size=max_batch_size,
-        max_tasks=max_tasks,
-        max_retries=max_retries,
-    )
-    send_batch(created.first_dispatch)
-    return created.job_id
+        return dramatiq.pipeline(messages, broker=broker)
+    return dramatiq.group(messages, broker=broker)

@@ -13,11 +13,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import errors
+
 #: Folder for the embedded SQLite database and other local state.
 INSTANCE_DIR = Path(__file__).resolve().parent / "instance"
 
 
-class SettingsError(ValueError):
+class SettingsError(errors.InvalidInputError):
     """Raised when an environment variable holds a value of the wrong kind; fix the variable."""
 
 
@@ -67,6 +69,10 @@ class Settings:
     GENERATOR: str = "offline"
     #: Simulated AI latency of the offline generator, in milliseconds.
     GENERATOR_LATENCY_MS: int = 0
+    #: Spread of that latency: the sigma of a lognormal around it (0: constant; about 0.5
+    #: looks like real AI calls). Each task's draw is seeded by its key and job id, so a
+    #: run is reproducible.
+    GENERATOR_LATENCY_JITTER: float = 0.0
     #: Base URL of an OpenAI-compatible API (``.../v1``).
     OPENAI_BASE_URL: str = "https://api.openai.com/v1"
     #: API key for the OpenAI-compatible API; never logged.

@@ -32,11 +32,11 @@ import psycopg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 import db  # noqa: E402
-import pipelines  # noqa: E402
 from db import jobs, listen, migrate, projects  # noqa: E402
 from samples import load_sample  # noqa: E402
 from settings import Settings  # noqa: E402
 from workers import broker as worker_setup  # noqa: E402
+from workers import dispatch  # noqa: E402
 from workers.embedded import EmbeddedWorker  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def run_sample(settings: Settings) -> dict[str, Any]:
     """Submit the sample job and follow it to its end; return its snapshot and wall time."""
     project_id = projects.create_project(projects.parse_project(load_sample(), max_tasks=1000))
     started = time.perf_counter()
-    job_id = pipelines.submit_job(
+    job_id = dispatch.submit(
         project_id, batch_size=settings.BATCH_SIZE, max_batch_size=50, max_tasks=1000
     )
     for _ in listen.watch(job_id):

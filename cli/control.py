@@ -14,11 +14,12 @@ from settings import Settings
 @pass_settings
 def cancel_command(settings: Settings, job_id: int) -> None:
     """Cancel JOB_ID: unfinished tasks end cancelled, later batches never start."""
-    from db import control, jobs
+    from db import jobs
+    from workers import dispatch
 
     open_database(settings)
     try:
-        changed = control.cancel_job(job_id)
+        changed = dispatch.cancel(job_id)
     except jobs.NotFoundError as error:
         raise click.BadParameter(str(error), param_hint="JOB_ID") from None
     click.echo(f"Cancelled job {job_id}." if changed else f"Job {job_id} had already ended.")
@@ -32,15 +33,15 @@ def retry_command(settings: Settings, job_id: int, wait: bool) -> None:
     """Run the failed and skipped tasks of JOB_ID again, keeping the guides that succeeded."""
     from cli.jobs import follow_embedded, follow_job
     from db import control, jobs
+    from workers import dispatch
 
     broker = open_workers(settings)
     try:
-        retried = control.retry_job(job_id)
+        retried = dispatch.retry(job_id)
     except jobs.NotFoundError as error:
         raise click.BadParameter(str(error), param_hint="JOB_ID") from None
     except control.NotRetryableError as error:
         raise click.ClickException(str(error)) from None
-    pipelines.dispatch_batch(retried.first_batch_id)
     retrying = f"Retrying {retried.tasks} task(s) of job {job_id} in {retried.batches} batch(es)."
     if settings.embedded:
         raise SystemExit(follow_embedded(settings, broker, job_id, retrying))

@@ -38,9 +38,10 @@ def follow_job(job_id: int, job: dict[str, Any] | None = None) -> int:
 def submit(settings: Settings, project_id: int, batch_size: int | None) -> int:
     """Submit a job, turning bad input into usage errors; return the job id."""
     from db import jobs
+    from workers import dispatch
 
     try:
-        return pipelines.submit_job(
+        return dispatch.submit(
             project_id,
             batch_size=settings.BATCH_SIZE if batch_size is None else batch_size,
             max_batch_size=settings.MAX_BATCH_SIZE,

@@ -1,6 +1,14 @@
 """Database: models, engine/session, migrations and the guarded state changes of a job."""
 
-from db.engine import Session, claim, configure, get_engine, session_scope, warm_up
+from db.engine import (
+    Session,
+    claim,
+    configure,
+    get_engine,
+    is_configured,
+    session_scope,
+    warm_up,
+)
 from db.pool import PoolExhaustedError, PoolOptions
 
 __all__ = [
@@ -10,6 +18,7 @@ __all__ = [
     "claim",
     "configure",
     "get_engine",
+    "is_configured",
     "session_scope",
     "warm_up",
 ]

@@ -10,8 +10,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+import errors
 import pipelines
-from db import events
+from db import dispatch, events
 from db.engine import session_scope
 from db.jobs import NotFoundError
 from db.models import (
@@ -33,7 +34,7 @@ RETRYABLE_JOB_STATES = (JobStatus.PARTIAL, JobStatus.FAILED)
 RETRIED_RUN_STATES = (RunStatus.FAILED, RunStatus.SKIPPED)
 
 
-class NotRetryableError(ValueError):
+class NotRetryableError(errors.ConflictError, ValueError):
     """Raised when a job has nothing to retry; only a finished partial or failed job has."""
 
 
@@ -44,6 +45,8 @@ class Retried:
     tasks: int
     batches: int
     first_batch_id: int
+    #: What to send for the first batch, read in the retry's transaction.
+    first_dispatch: pipelines.DispatchSpec | None = None
 
 
 def _job_status(session: orm.Session, job_id: int) -> str:
@@ -111,7 +114,7 @@ def retry_job(job_id: int) -> Retried:
 
     Succeeded tasks and their guides are kept; the rerun set runs in dependency order
     (a task's dependencies outside the set have succeeded already, and their stored
-    guides feed it). The caller dispatches ``first_batch_id`` after this commits.
+    guides feed it). The caller sends ``first_dispatch`` after this commits.
 
     Raises:
       NotFoundError: when the job does not exist.
@@ -215,4 +218,9 @@ def _replan(
             ),
         ],
     )
-    return Retried(tasks=len(runs), batches=len(plan), first_batch_id=first_batch_id)
+    return Retried(
+        tasks=len(runs),
+        batches=len(plan),
+        first_batch_id=first_batch_id,
+        first_dispatch=dispatch.read_dispatch(session, first_batch_id),
+    )

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import sqlalchemy as sa
 from sqlalchemy import orm
 
 from db.engine import session_scope
 from db.models import UNFINISHED_RUN_STATES, Batch, BatchMode, BatchStatus, HandsOn, Job, TaskRun
+from pipelines import DispatchSpec
 
-
-@dataclasses.dataclass(frozen=True)
-class DispatchSpec:
-    """What :func:`pipelines.dispatch_batch` needs to send a batch's messages."""
-
-    mode: str
-    run_ids: tuple[int, ...]
-    max_retries: int | None
-    #: For a pipeline resumed mid-way: the guide of the step before the first one sent.
-    previous_output: str | None = None
+__all__ = ["DispatchSpec", "load_dispatch", "read_dispatch"]
 
 
 # Built once: building a statement costs more Python time than running it does.

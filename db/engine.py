@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event, orm
 
+import errors
 from db import pool
 from db.pool import PoolOptions
 
@@ -30,7 +31,7 @@ _idle_closer: pool.IdleCloser | None = None
 _sqlite_turns = threading.RLock()
 
 
-class NotConfiguredError(RuntimeError):
+class NotConfiguredError(errors.HandsonError, RuntimeError):
     """Raised when the database is used before ``db.configure(url)`` was called."""
 
 
@@ -136,6 +137,11 @@ def claim(part: str, connections: int) -> None:
         return
     if engine.pool.size() != _options.pool_size():  # type: ignore[attr-defined]
         engine.dispose()  # the new pool takes the new size (db.pool.pool_class)
+
+
+def is_configured() -> bool:
+    """Return True once :func:`configure` has bound the session factory to an engine."""
+    return _engine is not None
 
 
 def get_engine() -> sa.Engine:

@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+import errors
 from db.engine import statements_committing_alone, upsert_insert
 from db.models import HandsOn, Project, Task, TaskRun, task_dependencies, utcnow
 
-if TYPE_CHECKING:
-    from workers.generators.base import GuideRequest
 
-
-class RunNotFoundError(LookupError):
+class RunNotFoundError(errors.NotFoundError):
     """Raised when a task run no longer exists (its job or project was deleted)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dependency:
+    """A task the requested task depends on, with its guide when one exists."""
+
+    title: str
+    guide: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GuideRequest:
+    """Everything a generator may use to write one task's hands-on guide."""
+
+    project_name: str
+    task_key: str
+    task_title: str
+    task_description: str = ""
+    dependencies: tuple[Dependency, ...] = ()
+    #: In a pipeline, the guide written by the previous step.
+    previous_guide: str | None = None
+    #: The job the run belongs to (None when unknown).
+    job_id: int | None = None
 
 
 # Built once: building a statement costs more Python time than running it does.
@@ -29,6 +50,7 @@ REQUEST_OF_RUN = (
         Task.title,
         Task.description,
         Project.name,
+        TaskRun.job_id,
         _dependency.title.label("dependency_title"),
         HandsOn.markdown.label("dependency_guide"),
     )
@@ -53,10 +75,6 @@ def read_request(
     Raises:
       RunNotFoundError: when the run is gone.
     """
-    # Imported here: importing the workers package declares the actors, which import
-    # this module; a module-level import would make `import db.guides` first circular.
-    from workers.generators.base import Dependency, GuideRequest
-
     rows = session.connection().execute(REQUEST_OF_RUN, {"run_id": run_id}).all()
     if not rows:
         raise RunNotFoundError(f"task run {run_id} does not exist")
@@ -72,6 +90,7 @@ def read_request(
             if row.dependency_title is not None
         ),
         previous_guide=previous_guide,
+        job_id=task.job_id,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+import errors
 import pipelines
 from db import events, usage
 from db.dispatch import DispatchSpec
@@ -24,7 +25,7 @@ from db.models import (
 )
 
 
-class NotFoundError(LookupError):
+class NotFoundError(errors.NotFoundError):
     """Raised when a project or job id does not exist; check the id."""
 
 

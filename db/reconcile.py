@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import logging
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from db import counters, events
+import pipelines
+from db import counters, dispatch, events
 from db.engine import session_scope
 from db.models import (
     UNFINISHED_RUN_STATES,
@@ -29,8 +29,6 @@ from db.models import (
     utcnow,
 )
 
-logger = logging.getLogger(__name__)
-
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -41,6 +39,8 @@ class Repair:
     job_id: int
     description: str
     dispatch_batch_id: int | None = None
+    #: What to send for that batch, read in the repair's transaction.
+    dispatch: pipelines.DispatchSpec | None = None
 
 
 def _stalled_batches(session: orm.Session, cutoff: dt.datetime) -> list[sa.Row[Any]]:
@@ -84,7 +84,7 @@ def _redispatch(session: orm.Session, batch: sa.Row[Any], stall_s: float) -> Rep
     text = f"re-dispatched {tasks} stalled task(s) of batch {batch.index}"
     payload = {"batch": batch.index, "tasks": tasks, "stall_timeout_s": stall_s}
     events.append(session, batch.job_id, [("batch_redispatched", payload)])
-    return Repair(batch.job_id, text, batch.id)
+    return Repair(batch.job_id, text, batch.id, dispatch.read_dispatch(session, batch.id))
 
 
 def _orphaned_successors(session: orm.Session) -> list[Repair]:
@@ -111,7 +111,8 @@ def _orphaned_successors(session: orm.Session) -> list[Repair]:
                 "total": started.total,
             }
             events.append(session, job_id, [("batch_started", payload)])
-            repairs.append(Repair(job_id, f"started batch {started.index}", started.id))
+            spec = dispatch.read_dispatch(session, started.id)
+            repairs.append(Repair(job_id, f"started batch {started.index}", started.id, spec))
     return repairs
 
 
@@ -131,7 +132,11 @@ def _unfinalized_jobs(session: orm.Session) -> list[Repair]:
 
 
 def find_repairs(stall_timeout_s: float) -> list[Repair]:
-    """Claim every repair due now, in one transaction; dispatch the returned batches after."""
+    """Claim every repair due now, in one transaction; return them with what to send.
+
+    The caller logs each repair and sends its ``dispatch`` after this commits
+    (``workers.dispatch.repair``).
+    """
     cutoff = utcnow() - dt.timedelta(seconds=stall_timeout_s)
     with session_scope() as session:
         repairs = [
@@ -141,19 +146,4 @@ def find_repairs(stall_timeout_s: float) -> list[Repair]:
         ]
         repairs += _orphaned_successors(session)
         repairs += _unfinalized_jobs(session)
-    return repairs
-
-
-def reconcile(stall_timeout_s: float) -> list[Repair]:
-    """Find and perform repairs; return them (each is also an event and a log line)."""
-    # Imported here: pipelines imports the workers, which import db.
-    import pipelines
-
-    repairs = find_repairs(stall_timeout_s)
-    for repair in repairs:
-        logger.warning(
-            "Job %d: %s.", repair.job_id, repair.description, extra={"action": "reconcile"}
-        )
-        if repair.dispatch_batch_id is not None:
-            pipelines.dispatch_batch(repair.dispatch_batch_id)
     return repairs

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
+import errors
 import pipelines
 from db import jobs
 from db.engine import session_scope
@@ -18,7 +19,7 @@ from db.models import Project, Schedule, utcnow
 logger = logging.getLogger(__name__)
 
 
-class ScheduleError(ValueError):
+class ScheduleError(errors.InvalidInputError):
     """Raised when a schedule is invalid (bad cron expression, unknown project or id)."""
 
 
@@ -90,6 +91,8 @@ class Fired:
     schedule_id: int
     job_id: int | None
     first_batch_id: int | None
+    #: What to send for the job's first batch, once committed.
+    first_dispatch: pipelines.DispatchSpec | None = None
 
 
 def _fire(schedule: Schedule, now: dt.datetime, *, max_tasks: int, max_batch: int) -> Fired | None:
@@ -117,11 +120,15 @@ def _fire(schedule: Schedule, now: dt.datetime, *, max_tasks: int, max_batch: in
         session.execute(
             sa.update(Schedule).where(Schedule.id == schedule.id).values(last_job_id=created.job_id)
         )
-        return Fired(schedule.id, created.job_id, created.first_batch_id)
+        return Fired(schedule.id, created.job_id, created.first_batch_id, created.first_dispatch)
 
 
 def fire_due(*, max_tasks: int, max_batch_size: int) -> list[Fired]:
-    """Start a job for every schedule that is due; missed due times fire once, not each."""
+    """Write a job for every schedule that is due; missed due times fire once, not each.
+
+    Each fired job is committed with what to send first (``Fired.first_dispatch``): the
+    caller sends it (``workers.dispatch.fire_schedules``).
+    """
     now = utcnow()
     with session_scope() as session:
         due = list(session.scalars(sa.select(Schedule).where(Schedule.next_run_at <= now)))

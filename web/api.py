@@ -24,6 +24,7 @@ from web import queries
 from web.errors import ApiError
 from web.markdown import render
 from web.security import check_api_token
+from workers import dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def start_job(project_id: int, batch_size: Any) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int):
         raise ApiError(422, "batch_size must be an integer.", code="batch_size", field="batch_size")
     try:
-        return pipelines.submit_job(
+        return dispatch.submit(
             project_id,
             batch_size=batch_size,
             max_batch_size=settings.MAX_BATCH_SIZE,
@@ -188,7 +189,7 @@ def cancel_job(job_id: int) -> Any:
     """
     optional_json_object()
     try:
-        cancelled = control.cancel_job(job_id)
+        cancelled = dispatch.cancel(job_id)
     except jobs.NotFoundError:
         raise ApiError(404, f"Job {job_id} does not exist.") from None
     status = "cancelled" if cancelled else _job_status(job_id)
@@ -204,13 +205,12 @@ def retry_job(job_id: int) -> tuple[Any, int, dict[str, str]]:
     """
     optional_json_object()
     try:
-        retried = control.retry_job(job_id)
+        retried = dispatch.retry(job_id)
     except jobs.NotFoundError:
         raise ApiError(404, f"Job {job_id} does not exist.") from None
     except control.NotRetryableError as error:
         message = str(error)
         raise ApiError(409, f"{message[:1].upper()}{message[1:]}.", code="not_retryable") from None
-    pipelines.dispatch_batch(retried.first_batch_id)
     logger.info(
         "Retrying %d task(s) of job %d.", retried.tasks, job_id, extra={"action": "retry_job"}
     )

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+import errors
 from db.pool import PoolExhaustedError
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ bp = Blueprint("errors", __name__)
 DATABASE_BUSY_RETRY_S = 5
 
 
-class ApiError(Exception):
+class ApiError(errors.HandsonError):
     """Raised by views to answer with a JSON (or HTML) error of a given status."""
 
     def __init__(

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import errors
+
 #: ``(after 2, 3)`` at the end of a line.
 _AFTER = re.compile(r"\(\s*after\s+([^()]*)\)\s*$", re.IGNORECASE)
 #: ``<- 2, 3`` at the end of a line.
@@ -27,7 +29,7 @@ _ARROW = re.compile(r"<-\s*([^<]*)$")
 DESCRIPTION_SEPARATOR = " :: "
 
 
-class TaskLineError(ValueError):
+class TaskLineError(errors.InvalidInputError):
     """Raised when a task line cannot be read; the message names the line."""
 
     def __init__(self, message: str, *, line: int) -> None:

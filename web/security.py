@@ -7,6 +7,7 @@ import secrets
 
 from flask import Flask, Response, current_app, request, session
 
+import errors
 from web.errors import ApiError
 
 #: Session key and form field holding the CSRF token.
@@ -27,7 +28,7 @@ SECURITY_HEADERS = {
 }
 
 
-class SecretKeyMissingError(RuntimeError):
+class SecretKeyMissingError(errors.HandsonError, RuntimeError):
     """Raised when SECRET_KEY is unset outside debug, testing and embedded mode; set it."""
 
 

@@ -23,6 +23,7 @@ from db import control, jobs, projects
 from web import download, forms, queries
 from web.markdown import render
 from web.security import check_csrf
+from workers import dispatch
 
 bp = Blueprint("views", __name__)
 bp.before_request(check_csrf)
@@ -110,7 +111,7 @@ def start_job(project_id: int) -> Any:
     raw = request.form.get("batch_size", "").strip()
     try:
         batch_size = int(raw) if raw else settings.BATCH_SIZE
-        job_id = pipelines.submit_job(
+        job_id = dispatch.submit(
             project_id,
             batch_size=batch_size,
             max_batch_size=settings.MAX_BATCH_SIZE,
@@ -165,7 +166,7 @@ def job(job_id: int) -> str:
 def cancel_job(job_id: int) -> Any:
     """Cancel a running job (the "Cancel job" button), then go back to its page."""
     try:
-        cancelled = control.cancel_job(job_id)
+        cancelled = dispatch.cancel(job_id)
     except jobs.NotFoundError:
         abort(404)
     flash("Job cancelled." if cancelled else "The job had already ended.")
@@ -176,13 +177,12 @@ def cancel_job(job_id: int) -> Any:
 def retry_job(job_id: int) -> Any:
     """Rerun a finished job's failed and skipped tasks, then go back to its page."""
     try:
-        retried = control.retry_job(job_id)
+        retried = dispatch.retry(job_id)
     except jobs.NotFoundError:
         abort(404)
     except control.NotRetryableError:
         flash("Nothing to rerun: only a partial or failed job can be rerun.")
     else:
-        pipelines.dispatch_batch(retried.first_batch_id)
         flash(f"Rerunning {retried.tasks} task(s) in {retried.batches} new batch(es).")
     return redirect(url_for("views.job", job_id=job_id), 303)
 

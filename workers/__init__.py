@@ -1,12 +1,14 @@
 """The worker side: ``dramatiq workers`` imports this package to find broker and actors.
 
-The broker module must be imported first: it sets the global broker that the actor
-modules declare their actors on.
+The broker must be set up before the actor modules are imported: they declare their
+actors on the global broker. A process that configured its worker side already keeps
+it (importing any module of ``workers`` never reconfigures a process).
 """
 
 from workers import broker
-from workers.actors import generate
 
-broker.configure()
+broker.configure_from_environment()
+
+from workers.actors import generate  # noqa: E402  (declared on the broker set up above)
 
 __all__ = ["broker", "generate"]

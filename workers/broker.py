@@ -1,8 +1,9 @@
 """Build the broker from settings and set up the worker side of a process.
 
-Importing this module configures the process from the environment (what ``dramatiq
-workers`` needs); tests and embedding apps call :func:`configure` with their own
-settings or broker.
+Importing this module changes nothing. The ``workers`` package calls
+:func:`configure_from_environment` when first imported (what ``dramatiq workers``
+needs), which does nothing in a process that configured itself already; tests and
+embedding apps call :func:`configure` with their own settings or broker.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from settings import Settings, get_settings
 from workers.middleware import GracefulTermination, Metering, Progress
 from workers.redis_broker import FrugalRedisBroker
 
-_current: Settings = get_settings()
+_current: Settings | None = None
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
@@ -50,18 +51,22 @@ def configure(
     """Configure this process's worker side: database, global broker and actor options.
 
     Actors are declared on the broker that was global when they were imported; this
-    re-declares them on ``broker`` so that they follow it.
+    re-declares every actor of the previous global broker on ``broker`` (found by name,
+    so this module imports no actor), with options from ``settings``.
     """
     global _current
+    previous = _global_broker()
     if broker is None:
-        # Without new settings, keep the broker this module built at import.
-        broker = dramatiq.get_broker() if settings is None else build_broker(settings)
+        # Without new settings, keep the broker already set (or build one).
+        if settings is None and previous is not None:
+            broker = previous
+        else:
+            broker = build_broker(settings or get_settings())
     _current = settings or get_settings()
     db.configure(_current.DATABASE_URL, db.PoolOptions.of(_current))
     dramatiq.set_broker(broker)
-    from workers.actors.generate import generate_hands_on
-
-    for actor in (generate_hands_on,):
+    for name in [] if previous is None else sorted(previous.get_declared_actors()):
+        actor = previous.get_actor(name)
         actor.broker = broker
         actor.queue_name = _current.QUEUE_NAME
         actor.options.update(
@@ -74,9 +79,28 @@ def configure(
     return broker
 
 
+def configure_from_environment() -> None:
+    """Configure the worker side from the environment, unless this process already did.
+
+    Called when the ``workers`` package is first imported, before any actor is declared.
+    A process that configured itself (an app, a test, the CLI) keeps its configuration,
+    its database included: importing a module of ``workers`` never rebinds the engine.
+    """
+    global _current
+    if _current is not None:
+        return
+    if db.is_configured():
+        _current = get_settings()
+        dramatiq.set_broker(build_broker(_current))
+        return
+    configure(get_settings())
+
+
+def _global_broker() -> dramatiq.Broker | None:
+    """Return the broker set for this process, or None (without making a default one)."""
+    return getattr(dramatiq.broker, "global_broker", None)
+
+
 def current_settings() -> Settings:
     """Return the settings this process's worker side was configured with."""
-    return _current
-
-
-dramatiq.set_broker(build_broker(_current))
+    return _current or get_settings()

@@ -22,6 +22,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from settings import Settings
+from workers import dispatch
 from workers.middleware.metering import UsageFlusher
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class Duties:
 
     def tick(self) -> None:
         """Take or renew the lease; when active, start the jobs of due schedules."""
-        from db import lease, schedules
+        from db import lease
 
         was_active = self.active
         self.active = lease.acquire(LEASE_NAME, self.holder, ttl_s=self.settings.SCHEDULER_LEASE_S)
@@ -51,21 +52,14 @@ class Duties:
             logger.info("Scheduler %s is %s.", self.holder, "active" if self.active else "idle")
         if not self.active:
             return
-        import pipelines
-
-        for fired in schedules.fire_due(
+        dispatch.fire_schedules(
             max_tasks=self.settings.MAX_TASKS, max_batch_size=self.settings.MAX_BATCH_SIZE
-        ):
-            if fired.first_batch_id is not None:
-                logger.info("Schedule %d started job %s.", fired.schedule_id, fired.job_id)
-                pipelines.dispatch_batch(fired.first_batch_id)
+        )
 
     def reconcile(self) -> None:
         """Re-dispatch stalled work (database only unless there is something to repair)."""
         if self.active:
-            from db import reconcile
-
-            reconcile.reconcile(self.settings.stall_timeout_s)
+            dispatch.repair(self.settings.stall_timeout_s)
 
     def purge(self) -> None:
         """Delete old events and finished jobs."""

@@ -18,15 +18,15 @@ import pytest
 from jobwatch import batch_started, wait_for_event, wait_for_job
 from processkit import Cluster, assert_counted_exactly_once
 
-import pipelines
 from db import control, jobs
+from workers import dispatch
 from workers.actors.generate import generate_hands_on
 
 pytestmark = pytest.mark.slow
 
 
 def submit(project_id: int) -> int:
-    return pipelines.submit_job(project_id, batch_size=5, max_batch_size=50, max_tasks=1000)
+    return dispatch.submit(project_id, batch_size=5, max_batch_size=50, max_tasks=1000)
 
 
 def repairs(events: list[dict]) -> list[dict]:
@@ -232,7 +232,7 @@ def test_retry_after_three_failures_reruns_only_those(cluster: Cluster, tmp_path
 
     # When its failed tasks are retried
     retried = control.retry_job(first["id"])
-    pipelines.dispatch_batch(retried.first_batch_id)
+    dispatch.send(retried.first_dispatch)
     job, events = wait_for_job(first["id"], timeout=60, after_seq=first["event_seq"])
 
     # Then exactly those three ran again, and the job ends succeeded

@@ -7,9 +7,8 @@ from sqlalchemy import event
 from workerkit import fast_settings, make_project
 
 import db
-import pipelines
-from db import reconcile
 from workers import broker as worker_setup
+from workers import dispatch
 
 
 def redis_calls(client: redis.Redis) -> int:
@@ -21,7 +20,7 @@ def redis_calls(client: redis.Redis) -> int:
 def test_idle_reconciler_passes_send_no_redis_command(redis_url, postgres_url):
     # Given a running job with nothing stalled, on Redis and PostgreSQL
     worker_setup.configure(fast_settings(postgres_url, REDIS_URL=redis_url))
-    pipelines.submit_job(make_project("a", "b"), batch_size=5, max_batch_size=50, max_tasks=10)
+    dispatch.submit(make_project("a", "b"), batch_size=5, max_batch_size=50, max_tasks=10)
     statements: list[str] = []
     event.listen(db.get_engine(), "before_cursor_execute", lambda *a: statements.append(a[2]))
     client = redis.Redis.from_url(redis_url)
@@ -29,7 +28,7 @@ def test_idle_reconciler_passes_send_no_redis_command(redis_url, postgres_url):
 
     # When the reconciler makes 10 passes
     for _ in range(10):
-        assert reconcile.reconcile(stall_timeout_s=600) == []
+        assert dispatch.repair(stall_timeout_s=600) == []
 
     # Then Redis saw nothing, and each pass cost three SELECTs (psycopg's implicit
     # BEGIN and the COMMIT are not cursor statements)

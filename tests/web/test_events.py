@@ -13,10 +13,10 @@ from sse import Stream, open_stream
 from webkit import LiveServer
 from workerkit import make_project
 
-import pipelines
 from db import get_engine, jobs, session_scope
 from db.models import Event
 from web import events as web_events
+from workers import dispatch
 
 #: Tasks of the test project: two pipelines and a group, so several batches.
 TASKS = [
@@ -31,7 +31,7 @@ TASKS = [
 
 
 def submit(project_id: int, batch_size: int = 2) -> int:
-    return pipelines.submit_job(project_id, batch_size=batch_size, max_batch_size=50, max_tasks=100)
+    return dispatch.submit(project_id, batch_size=batch_size, max_batch_size=50, max_tasks=100)
 
 
 def stored_seqs(job_id: int) -> list[int]:

@@ -17,8 +17,8 @@ from jobwatch import wait_for_job
 from webkit import LiveServer, make_app
 from workerkit import make_project, start_embedded
 
-import pipelines
 from db import jobs
+from workers import dispatch
 
 #: A job of three tasks where only the middle one fails (at its first attempt).
 FLAKY_TASKS = ("a", {"key": "f", "title": "[flaky] F"}, "b")
@@ -26,9 +26,7 @@ BEARER = {"Authorization": "Bearer s3cret"}
 
 
 def submit(project_id: int, batch_size: int = 5) -> int:
-    return pipelines.submit_job(
-        project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000
-    )
+    return dispatch.submit(project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000)
 
 
 def running_job() -> int:

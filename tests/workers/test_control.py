@@ -8,14 +8,12 @@ import pytest
 from jobwatch import wait_for_job
 from workerkit import Embedded, make_project
 
-import pipelines
-from db import control, jobs, listen, reconcile
+from db import control, jobs, listen
+from workers import dispatch
 
 
 def submit(project_id: int, batch_size: int = 5) -> int:
-    return pipelines.submit_job(
-        project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000
-    )
+    return dispatch.submit(project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000)
 
 
 def chain_project(length: int = 8) -> int:
@@ -75,7 +73,7 @@ def test_retry_reruns_only_the_failed_and_skipped_tasks(
 
     # When its failed tasks are retried
     retried = control.retry_job(first["id"])
-    pipelines.dispatch_batch(retried.first_batch_id)
+    dispatch.send(retried.first_dispatch)
     job, events = wait_for_job(first["id"], after_seq=first["event_seq"])
 
     # Then only those 4 ran again, in new batches of the same job, and it succeeded
@@ -101,15 +99,15 @@ def test_the_reconciler_redispatches_a_batch_whose_messages_were_lost(embedded: 
     assert embedded.enqueued == []
 
     # When the reconciler runs with a generous stall timeout, nothing is stalled yet
-    assert reconcile.reconcile(stall_timeout_s=3600) == []
+    assert dispatch.repair(stall_timeout_s=3600) == []
     assert embedded.enqueued == []
 
     # And when it runs once the batch has been silent longer than the timeout
-    repairs = reconcile.reconcile(stall_timeout_s=0)
+    repairs = dispatch.repair(stall_timeout_s=0)
 
     # Then it re-dispatches the batch, and the job completes
     assert [r.description for r in repairs] == ["re-dispatched 2 stalled task(s) of batch 1"]
     job, events = wait_for_job(created.job_id)
     assert job["status"] == "succeeded"
     assert [e["payload"]["tasks"] for e in events if e["type"] == "batch_redispatched"] == [2]
-    assert reconcile.reconcile(stall_timeout_s=0) == []
+    assert dispatch.repair(stall_timeout_s=0) == []

@@ -10,15 +10,15 @@ import sqlalchemy as sa
 from jobwatch import wait_for_job
 from workerkit import Embedded, make_project
 
-import pipelines
 from db import get_engine, projects, session_scope
 from db.models import Event, HandsOn
 from samples import load_sample
+from workers import dispatch
 
 
 def submit(embedded: Embedded, project_id: int, batch_size: int = 5) -> int:
     settings = embedded.settings
-    return pipelines.submit_job(
+    return dispatch.submit(
         project_id,
         batch_size=batch_size,
         max_batch_size=settings.MAX_BATCH_SIZE,

@@ -11,11 +11,11 @@ from test_jobs_embedded import assert_batches_in_order
 from workerkit import fast_settings
 
 import db
-import pipelines
 from db import projects
 from db.models import HandsOn
 from samples import SAMPLE_PROJECT_PATH, load_sample
 from workers import broker as worker_setup
+from workers import dispatch
 
 
 def test_the_sample_job_succeeds_on_redis_and_postgresql(redis_url, postgres_url, processes):
@@ -25,7 +25,7 @@ def test_the_sample_job_succeeds_on_redis_and_postgresql(redis_url, postgres_url
     worker = processes.start_worker()
 
     # When a job is submitted
-    job_id = pipelines.submit_job(project_id, batch_size=5, max_batch_size=50, max_tasks=1000)
+    job_id = dispatch.submit(project_id, batch_size=5, max_batch_size=50, max_tasks=1000)
 
     # Then the worker process runs it to success, and this process hears every event
     # through PostgreSQL LISTEN/NOTIFY

@@ -8,15 +8,13 @@ import sqlalchemy as sa
 from jobwatch import wait_for_job
 from workerkit import Embedded, make_project
 
-import pipelines
 from db import session_scope
 from db.models import Batch, Event, HandsOn, TaskRun
+from workers import dispatch
 
 
 def submit(embedded: Embedded, project_id: int, batch_size: int = 5) -> int:
-    return pipelines.submit_job(
-        project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000
-    )
+    return dispatch.submit(project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000)
 
 
 def runs_by_key(job: dict) -> dict[str, dict]:

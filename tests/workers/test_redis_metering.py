@@ -15,12 +15,12 @@ from redis_kit import CommandMeter
 from workerkit import fast_settings, make_project
 
 import db
-import pipelines
 from cli.budget import budget_command
 from db import jobs, usage
 from db.models import TaskRun
 from settings import Settings
 from workers import broker as worker_setup
+from workers import dispatch
 from workers.middleware.metering import Metering, UsageFlusher
 from workers.redis_broker import FrugalRedisBroker
 from workers.redis_meter import METER
@@ -151,7 +151,7 @@ def test_a_jobs_commands_are_attributed_to_it_on_redis(redis_url, postgres_url):
     try:
         # When a two-batch job runs
         project_id = make_project("a", {"key": "b", "title": "B", "depends_on": ["a"]}, "c")
-        job_id = pipelines.submit_job(project_id, batch_size=1, max_batch_size=5, max_tasks=10)
+        job_id = dispatch.submit(project_id, batch_size=1, max_batch_size=5, max_tasks=10)
         job, _ = wait_for_job(job_id, timeout=30)
         assert job["status"] == "succeeded"
     finally:

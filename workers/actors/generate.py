@@ -11,6 +11,7 @@ from sqlalchemy import orm
 
 from db import guides, progress, session_scope
 from settings import get_settings
+from workers import broker
 from workers.generators import get_generator
 from workers.generators.base import GuideRequest, PermanentGeneratorError
 from workers.middleware.progress import prepared, write_with_outcome
@@ -34,8 +35,6 @@ def generate_hands_on(task_run_id: int, previous_guide: str | None = None) -> st
     In a pipeline, ``previous_guide`` is the guide the previous step returned, and the
     guide written here is returned for the next step; elsewhere nothing is returned.
     """
-    from workers import broker  # the settings this process was configured with
-
     settings = broker.current_settings()
     generator = get_generator(settings)
     request = prepared()

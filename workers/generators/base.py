@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Protocol
 
+import errors
+from db.guides import Dependency, GuideRequest
 
-class GeneratorError(RuntimeError):
+__all__ = [
+    "Dependency",
+    "Generator",
+    "GeneratorError",
+    "GuideRequest",
+    "PermanentGeneratorError",
+]
+
+
+class GeneratorError(errors.HandsonError, RuntimeError):
     """Raised when a guide could not be generated this time; the message is retried."""
 
 
 class PermanentGeneratorError(GeneratorError):
     """Raised when retrying cannot help (bad request, bad credentials); fix the configuration."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Dependency:
-    """A task the requested task depends on, with its guide when one exists."""
-
-    title: str
-    guide: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class GuideRequest:
-    """Everything a generator may use to write one task's hands-on guide."""
-
-    project_name: str
-    task_key: str
-    task_title: str
-    task_description: str = ""
-    dependencies: tuple[Dependency, ...] = ()
-    #: In a pipeline, the guide written by the previous step.
-    previous_guide: str | None = None
 
 
 class Generator(Protocol):

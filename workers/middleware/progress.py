@@ -7,11 +7,13 @@ import logging
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 
 import db
+import errors
 from db import precompile, progress, starts
 from db.models import RunStatus
+from workers import dispatch
 
 #: Longest error text stored on a task run, in characters.
 MAX_ERROR_CHARS = 2_000
@@ -56,6 +58,14 @@ def describe(exception: BaseException) -> str:
     return (f"{name}: {text}" if text else name)[:MAX_ERROR_CHARS]
 
 
+class StartFailedError(errors.HandsonError, MiddlewareError):
+    """Raised when a run could not be marked started (database down, a bug).
+
+    A ``MiddlewareError`` stops the message before its actor runs; ``Retries`` then
+    retries it like any failure, and its outcome is recorded once.
+    """
+
+
 class Progress(Middleware):
     """Turns task messages' fates into guarded database updates and releases next batches.
 
@@ -98,8 +108,13 @@ class Progress(Middleware):
         if not options.get("progress"):
             return
         run_id = message.args[0]
-        started = starts.start_run(run_id, options.get("prepare_run"))
-        self._follow_up(started.outcome)
+        try:
+            started = starts.start_run(run_id, options.get("prepare_run"))
+        except Exception as error:
+            # Anything but a MiddlewareError is logged by Dramatiq and the actor runs
+            # anyway: an AI call paid for a run that was never marked started.
+            raise StartFailedError(f"task run {run_id} could not start: {error}") from error
+        dispatch.follow_up(started.outcome)
         if started.decision is not starts.Start.RUN:
             raise SkipMessage(f"task run {run_id}: {started.decision}")
         _prepared.set(started.prepared)
@@ -126,16 +141,4 @@ class Progress(Middleware):
         else:
             progress.record_retry(run_id, describe(exception))
             return
-        self._follow_up(outcome)
-
-    def _follow_up(self, outcome: progress.Outcome) -> None:
-        """Act on a committed change: dispatch the batch it started, log a finished job."""
-        if outcome.next_dispatch is not None:
-            # Imported here: pipelines imports the actors, which need this middleware.
-            import pipelines
-
-            pipelines.send_batch(outcome.next_dispatch)
-        if outcome.job_status is not None:
-            self.logger.info(
-                "A job finished with status %s.", outcome.job_status, extra={"action": "finish_job"}
-            )
+        dispatch.follow_up(outcome)

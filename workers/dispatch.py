@@ -1,0 +1,118 @@
+"""The dispatch service: every "one transaction decides, then send" goes through here.
+
+Each entry point runs one database transaction (in ``db/``) that changes state and
+returns what to send, then sends it after the commit. A crash between the two leaves
+work unsent, never half-recorded: the reconciler (:func:`repair`) sends it again, and
+outcomes are counted once. The web app, the CLI, the scheduler and the ``Progress``
+middleware call these functions; none of them sends messages itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import dramatiq
+
+import pipelines
+from db import control, jobs, progress, reconcile, schedules
+from pipelines import DispatchSpec
+
+logger = logging.getLogger(__name__)
+
+
+def send(spec: DispatchSpec | None) -> int:
+    """Send what ``spec`` says as a group or pipeline; return the messages sent now.
+
+    A pipeline counts as one: its later steps are sent as the earlier ones succeed.
+    """
+    if spec is None:
+        return 0
+    broker = dramatiq.get_broker()
+    composed = pipelines.compose(spec, broker)
+    if composed is None:
+        return 0
+    if isinstance(composed, dramatiq.pipeline):
+        composed.run()
+        return 1
+    # Our Redis broker sends a whole group in 2 commands instead of 2 per message.
+    batched = getattr(broker, "batched_enqueues", contextlib.nullcontext)
+    with batched():
+        composed.run()
+    return len(spec.run_ids)
+
+
+def submit(
+    project_id: int,
+    *,
+    batch_size: int,
+    max_batch_size: int,
+    max_tasks: int,
+    max_retries: int | None = None,
+) -> int:
+    """Validate, plan and write a job for a project, then send its first batch.
+
+    Returns the job id.
+
+    Raises:
+      db.jobs.NotFoundError: when the project does not exist.
+      pipelines.PlanError: when the batch size or the project's dependency graph is invalid.
+    """
+    created = jobs.create_job(
+        project_id,
+        batch_size=batch_size,
+        max_batch_size=max_batch_size,
+        max_tasks=max_tasks,
+        max_retries=max_retries,
+    )
+    send(created.first_dispatch)
+    return created.job_id
+
+
+def retry(job_id: int) -> control.Retried:
+    """Plan a finished job's failed and skipped tasks again, then send the first batch.
+
+    Raises:
+      db.jobs.NotFoundError: when the job does not exist.
+      db.control.NotRetryableError: when the job has nothing to retry.
+    """
+    retried = control.retry_job(job_id)
+    send(retried.first_dispatch)
+    return retried
+
+
+def cancel(job_id: int) -> bool:
+    """Cancel a running job; False when it had already ended (nothing is sent either way).
+
+    Raises:
+      db.jobs.NotFoundError: when the job does not exist.
+    """
+    return control.cancel_job(job_id)
+
+
+def repair(stall_timeout_s: float) -> list[reconcile.Repair]:
+    """Find stalled work, claim its repairs in one transaction, then send what they need."""
+    repairs = reconcile.find_repairs(stall_timeout_s)
+    for done in repairs:
+        logger.warning("Job %d: %s.", done.job_id, done.description, extra={"action": "reconcile"})
+        send(done.dispatch)
+    return repairs
+
+
+def fire_schedules(*, max_tasks: int, max_batch_size: int) -> list[schedules.Fired]:
+    """Write the jobs of due schedules, then send each one's first batch."""
+    fired = schedules.fire_due(max_tasks=max_tasks, max_batch_size=max_batch_size)
+    for started in fired:
+        if started.first_dispatch is not None:
+            logger.info("Schedule %d started job %s.", started.schedule_id, started.job_id)
+            send(started.first_dispatch)
+    return fired
+
+
+def follow_up(outcome: progress.Outcome) -> None:
+    """Act on a committed outcome: send the work it released, log a job it finished."""
+    send(outcome.next_dispatch)
+    if outcome.job_status is not None:
+        logger.info(
+            "A job finished with status %s.", outcome.job_status, extra={"action": "finish_job"}
+        )
