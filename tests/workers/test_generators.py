@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import socket
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -94,6 +96,29 @@ def test_offline_latency_is_honored() -> None:
     OfflineGenerator(latency_ms=150).generate(REQUEST)
 
     assert time.monotonic() - started >= 0.15
+
+
+def test_offline_latency_jitter_is_a_reproducible_lognormal_spread_per_task() -> None:
+    # Given a generator with a median latency of 1 s and a spread of 0.5
+    generator = OfflineGenerator(latency_ms=1000, jitter=0.5)
+    requests = [
+        dataclasses.replace(REQUEST, task_key=f"t{i}", job_id=job)
+        for i in range(400)
+        for job in (1, 2)
+    ]
+
+    # When each task's latency is drawn twice, by two generators
+    first = [generator.latency_s(request) for request in requests]
+    again = [OfflineGenerator(latency_ms=1000, jitter=0.5).latency_s(r) for r in requests]
+
+    # Then the draws repeat, differ between tasks and jobs, and spread like the lognormal
+    assert first == again
+    assert len(set(first)) == len(first)
+    logs = sorted(math.log(latency) for latency in first)
+    median = logs[len(logs) // 2]
+    spread = statistics.pstdev(logs)
+    assert abs(median) < 0.08 and 0.42 < spread < 0.58
+    assert OfflineGenerator(latency_ms=1000).latency_s(requests[0]) == 1.0
 
 
 # --- OpenAI-compatible, against a real local server ---------------------------------

@@ -47,7 +47,9 @@ def get_generator(settings: Settings) -> Generator:
     """
     choice = settings.GENERATOR.strip()
     if choice == "offline":
-        return OfflineGenerator(latency_ms=settings.GENERATOR_LATENCY_MS)
+        return OfflineGenerator(
+            latency_ms=settings.GENERATOR_LATENCY_MS, jitter=settings.GENERATOR_LATENCY_JITTER
+        )
     if choice == "openai":
         return OpenAIGenerator(
             base_url=settings.OPENAI_BASE_URL,

@@ -8,6 +8,8 @@ placed in Markdown text only (one line where a line is expected), never wrapped 
 from __future__ import annotations
 
 import hashlib
+import math
+import random
 import re
 import time
 
@@ -44,19 +46,31 @@ class OfflineGenerator:
     """Writes a deterministic hands-on guide from the task's own text.
 
     Parameters:
-      latency_ms: simulated AI latency per guide, in milliseconds (0: none).
+      latency_ms: simulated AI latency per guide, in milliseconds (0: none); the median
+        when ``jitter`` is set.
+      jitter: sigma of a lognormal spread of that latency (0: constant), drawn per task
+        from a seed of its key and job id (reproducible).
     """
 
     name = "offline"
 
-    def __init__(self, *, latency_ms: int = 0) -> None:
+    def __init__(self, *, latency_ms: int = 0, jitter: float = 0.0) -> None:
         self.latency_ms = max(0, int(latency_ms))
+        self.jitter = max(0.0, float(jitter))
+
+    def latency_s(self, request: GuideRequest) -> float:
+        """Return the simulated latency of ``request``, in seconds (the same for a rerun)."""
+        if not self.jitter:
+            return self.latency_ms / 1000
+        seed = hashlib.sha256(f"{request.task_key}\0{request.job_id}".encode()).digest()
+        draw = random.Random(seed).gauss(0.0, self.jitter)
+        return self.latency_ms / 1000 * math.exp(draw)
 
     def generate(self, request: GuideRequest) -> str:
         """Return the Markdown guide for ``request``; identical input gives identical output."""
         if self.latency_ms:
             # Stands in for the remote model's work; it waits for no other work of ours.
-            time.sleep(self.latency_ms / 1000)
+            time.sleep(self.latency_s(request))
         sections = [
             _heading(request),
             _goal(request),
