@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import itertools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +15,22 @@ from db.models import Event, Job, utcnow
 
 #: An event before it is stored: its type and JSON payload.
 NewEvent = tuple[str, dict[str, Any]]
+
+
+def payload_from_row(fields: Mapping[str, str], row: sa.Row[Any]) -> dict[str, Any]:
+    """Return a payload whose ``fields`` (key -> column name) are taken from ``row``.
+
+    The same ``fields`` give the payload in SQL (:func:`payload_in_sql`), so SQLite
+    (Python) and PostgreSQL (one statement) store the same events.
+    """
+    return {key: row._mapping[column] for key, column in fields.items()}
+
+
+def payload_in_sql(fields: Mapping[str, str], source: Any) -> sa.ColumnElement[Any]:
+    """Return the JSON object :func:`payload_from_row` builds, as SQL over ``source``'s columns."""
+    return sa.func.json_build_object(
+        *itertools.chain.from_iterable((key, source.c[column]) for key, column in fields.items())
+    )
 
 
 def insert(session: orm.Session, job_id: int, last_seq: int, events: Sequence[NewEvent]) -> None:

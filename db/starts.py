@@ -77,7 +77,7 @@ def start_run(run_id: int, prepare: Callable[[orm.Session, int], Any] | None = N
         # Read before the event locks the job's row: concurrent starts of a batch
         # then queue on that lock for as short a time as possible.
         prepared = None if prepare is None else prepare(session, run_id)
-        payload = {"run": run_id, "task": started.task_id, "attempt": started.attempts}
+        payload = events.payload_from_row(STARTED_PAYLOAD, started)
         events.append(session, started.job_id, [("task_started", payload)])
         return Started(Start.RUN, prepared=prepared)
 
@@ -150,8 +150,11 @@ START_RUN = (
     .values(
         status=RunStatus.RUNNING, attempts=TaskRun.attempts + 1, started_at=_NOW, updated_at=_NOW
     )
-    .returning(TaskRun.job_id, TaskRun.task_id, TaskRun.attempts)
+    .returning(TaskRun.id, TaskRun.job_id, TaskRun.task_id, TaskRun.attempts)
 )
+#: The ``task_started`` payload: its keys and the columns of the started run they hold
+#: (built from this one mapping in Python on SQLite and in SQL on PostgreSQL).
+STARTED_PAYLOAD = {"run": "id", "task": "task_id", "attempt": "attempts"}
 
 
 def _started_and_announced() -> sa.Select[Any]:
@@ -168,14 +171,7 @@ def _started_and_announced() -> sa.Select[Any]:
         .returning(Job.id, Job.event_seq)
         .cte("seq")
     )
-    payload = sa.func.json_build_object(
-        "run",
-        sa.cast(sa.bindparam("run_id"), sa.Integer),
-        "task",
-        started.c.task_id,
-        "attempt",
-        started.c.attempts,
-    )
+    payload = events.payload_in_sql(STARTED_PAYLOAD, started)
     event = sa.select(seq.c.id, seq.c.event_seq, sa.literal("task_started"), payload, _NOW)
     written = sa.insert(Event).from_select(
         ["job_id", "seq", "type", "payload", "created_at"], event.join_from(seq, started, sa.true())
