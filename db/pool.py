@@ -38,6 +38,10 @@ UNCLAIMED_SIZE = 2
 #: ``application_name`` prefix of our connections in ``pg_stat_activity``.
 APPLICATION = "handson"
 
+# SQLAlchemy logs a pool's life under its class's module: ours would log "Pool
+# recreating" and "Pool disposed" at INFO, which SQLAlchemy keeps quiet for its own.
+logging.getLogger(f"{__name__}.BudgetPool").setLevel(logging.WARNING)
+
 _claims: dict[str, int] = {}
 _claims_lock = threading.Lock()
 

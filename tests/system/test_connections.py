@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -15,10 +16,13 @@ import psycopg
 import pytest
 import requests
 import sqlalchemy as sa
+from click.testing import CliRunner
 from processkit import FAST_ENV, ROOT
 from test_procfile import BIN, free_port, honcho, wait_until_healthy
 
+from cli import cli
 from samples import SAMPLE_PROJECT_PATH
+from settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -159,3 +163,11 @@ def test_a_procfile_deployment_under_load_stays_within_16_connections(deployment
     assert seen["handson/worker"] == 8
     assert seen["handson/listen"] == 1
     assert seen["handson/web"] >= 1
+
+    # And `handson budget` shows what is open now, by process kind
+    result = CliRunner().invoke(cli, ["budget"], obj=Settings(DATABASE_URL=postgres_url))
+    assert result.exit_code == 0, result.output
+    print(result.output)
+    opened = result.output.split("PostgreSQL connections open now: ")[1]
+    assert re.search(r"^  handson/worker\s+8  worker pools$", opened, re.M), opened
+    assert re.search(r"^  handson/listen\s+1  event listeners$", opened, re.M), opened

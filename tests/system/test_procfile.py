@@ -56,8 +56,8 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: floa
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # still starting (loading the app can take seconds on a busy machine)
         time.sleep(0.3)
     raise AssertionError(f"{url} was not healthy within {timeout} s")
 
