@@ -20,7 +20,7 @@ Examples:
   handson status 7 --follow               show a job, then follow it
   handson retry 7 --wait                  rerun the failed tasks of job 7
   handson schedule add 1 --cron '0 3 * * *'  generate project 1 nightly
-  handson budget                          Redis commands of the last 24 h
+  handson budget                          Redis commands, PostgreSQL connections
   handson db upgrade                      apply database migrations
 """
 
