@@ -115,6 +115,11 @@ def _stop_idle_closer() -> None:
         _idle_closer = None
 
 
+def pool_options() -> PoolOptions:
+    """Return how this process pools its connections (the options of :func:`configure`)."""
+    return _options
+
+
 def idle_closer() -> pool.IdleCloser | None:
     """Return what closes this process's idle connections (None: nothing does)."""
     return _idle_closer

@@ -11,16 +11,19 @@ import collections
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from db import events, notify, pool
-from db.engine import get_engine, session_scope
+from db.engine import get_engine, pool_options, session_scope
 
 logger = logging.getLogger(__name__)
 
 #: How long the first subscriber waits for LISTEN to take effect, in seconds.
 LISTEN_START_TIMEOUT_S = 10.0
+#: Longest wait of the listener before it checks whether to stop, in seconds.
+LISTEN_CHECK_S = 5.0
 #: Pause between attempts to reconnect the listener, in seconds.
 RECONNECT_DELAY_S = 1.0
 #: ``application_name`` of the LISTEN connection (one per process at most).
@@ -30,14 +33,21 @@ FINAL_EVENTS = frozenset({"job_finished", "job_cancelled"})
 
 
 class EventHub:
-    """Fans out "job N has new events" wake-ups to the queues of its subscribers."""
+    """Fans out "job N has new events" wake-ups to the queues of its subscribers.
 
-    def __init__(self) -> None:
+    On PostgreSQL one connection LISTENs for the whole process, opened by the first
+    subscriber; once nobody has subscribed for ``idle_timeout_s`` it is closed (0:
+    never), and the next subscriber opens it again.
+    """
+
+    def __init__(self, *, idle_timeout_s: float = 0.0) -> None:
         self._lock = threading.Lock()
         self._subscribers: dict[int, set[queue.SimpleQueue[int]]] = collections.defaultdict(set)
         self._stop = threading.Event()
         self._listening = threading.Event()
         self._pg_thread: threading.Thread | None = None
+        self._idle_s = idle_timeout_s
+        self._unwatched_since = time.monotonic()
         notify.job_event.connect(self._on_local_event, weak=False)
 
     def subscribe(self, job_id: int) -> queue.SimpleQueue[int]:
@@ -45,10 +55,14 @@ class EventHub:
 
         Once this returns, every later commit of an event of the job wakes the queue.
         """
-        self._ensure_pg_listener()
         wakeups: queue.SimpleQueue[int] = queue.SimpleQueue()
-        with self._lock:
+        with self._lock:  # before the listener check: an unwatched listener retires
             self._subscribers[job_id].add(wakeups)
+        try:
+            self._ensure_pg_listener()
+        except BaseException:
+            self.unsubscribe(job_id, wakeups)
+            raise
         return wakeups
 
     def unsubscribe(self, job_id: int, wakeups: queue.SimpleQueue[int]) -> None:
@@ -57,6 +71,8 @@ class EventHub:
             self._subscribers[job_id].discard(wakeups)
             if not self._subscribers[job_id]:
                 del self._subscribers[job_id]
+            if not self._subscribers:
+                self._unwatched_since = time.monotonic()
 
     def close(self) -> None:
         """Stop listening."""
@@ -112,15 +128,35 @@ class EventHub:
                     if self._listening.is_set():
                         self.wake_all()  # a reconnect: commits in between went unheard
                     self._listening.set()
-                    # The timeout only lets close() end this thread; no state is read here.
+                    # The timeout lets close() end this thread, and an unwatched listener
+                    # retire; only this hub's memory is read, never the database.
                     while not self._stop.is_set():
-                        for note in connection.notifies(timeout=5.0):
+                        for note in connection.notifies(timeout=self._check_s()):
                             job_id, _, seq = note.payload.partition(":")
                             self.wake(int(job_id), int(seq))
+                        if self._retire_if_unwatched():
+                            return
             except psycopg.OperationalError as error:
+                if self._retire_if_unwatched():
+                    return  # not worth a reconnect (which would wake a suspended server)
                 if not self._stop.is_set():
                     logger.warning("The event listener lost PostgreSQL (%s); reconnecting.", error)
                 self._stop.wait(RECONNECT_DELAY_S)
+
+    def _check_s(self) -> float:
+        return min(LISTEN_CHECK_S, self._idle_s) if self._idle_s > 0 else LISTEN_CHECK_S
+
+    def _retire_if_unwatched(self) -> bool:
+        """Give the listener up when nobody subscribed for ``idle_timeout_s``; True if so."""
+        with self._lock:
+            if self._idle_s <= 0 or self._subscribers:
+                return False
+            if time.monotonic() - self._unwatched_since < self._idle_s:
+                return False
+            self._pg_thread = None  # the next subscriber starts another
+            self._listening.clear()
+        logger.info("Closed the idle event listener (no watcher for %g s).", self._idle_s)
+        return True
 
 
 _hub: EventHub | None = None
@@ -136,7 +172,7 @@ def get_hub() -> EventHub:
         if _hub is None or _hub_url != url:
             if _hub is not None:
                 _hub.close()  # the process moved to another database (tests do)
-            _hub, _hub_url = EventHub(), url
+            _hub, _hub_url = EventHub(idle_timeout_s=pool_options().idle_timeout_s), url
         return _hub
 
 

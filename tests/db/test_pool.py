@@ -16,7 +16,7 @@ from workerkit import make_project
 
 import db
 from db import engine as engine_module
-from db import jobs, listen, pool
+from db import jobs, listen, notify, pool
 from settings import Settings
 
 
@@ -170,3 +170,31 @@ def test_one_listen_connection_serves_every_watcher_of_a_process(postgres_url):
     finally:
         for job_id, wakeups in queues:
             hub.unsubscribe(job_id, wakeups)
+
+
+def test_an_unwatched_listener_closes_and_the_next_watcher_opens_it(postgres_url):
+    # Given a process with a short idle timeout whose hub listened for one watcher
+    db.configure(postgres_url, db.PoolOptions(idle_timeout_s=0.3))
+    job_id = jobs.create_job(
+        make_project("a", "b"), batch_size=5, max_batch_size=50, max_tasks=100
+    ).job_id
+    hub = listen.get_hub()
+    hub.unsubscribe(job_id, hub.subscribe(job_id))
+    assert connections_to(postgres_url, listen.LISTENER_NAME) == 1
+
+    # When nobody watches for the idle timeout, then its connection is closed
+    wait_until(
+        lambda: connections_to(postgres_url, listen.LISTENER_NAME) == 0, 10, "the listener to close"
+    )
+
+    # And a new watcher opens it again and is told of a commit in another process's way
+    wakeups = hub.subscribe(job_id)
+    assert connections_to(postgres_url, listen.LISTENER_NAME) == 1
+    with psycopg.connect(_libpq(postgres_url), autocommit=True) as other:
+        other.execute(f"NOTIFY {notify.CHANNEL}, '{job_id}:42'")
+    assert wakeups.get(timeout=10) == 42
+    hub.unsubscribe(job_id, wakeups)
+
+
+def _libpq(url: str) -> str:
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
