@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+import errors
+
 if TYPE_CHECKING:
     from settings import Settings
 
@@ -46,8 +48,10 @@ _claims: dict[str, int] = {}
 _claims_lock = threading.Lock()
 
 
-class PoolExhaustedError(sa.exc.TimeoutError):
+class PoolExhaustedError(errors.HandsonError):
     """Raised when every pooled database connection of this process stayed busy too long."""
+
+    code = "unavailable"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
