@@ -77,6 +77,7 @@ def jobs_page(page: int, per_page: int) -> dict[str, Any]:
                 "project_name": name,
                 "status": job.status,
                 "done_tasks": job.done_tasks,
+                "cancelled_tasks": job.cancelled_tasks,
                 "total_tasks": job.total_tasks,
                 "created_at": jobs.iso(job.created_at),
                 "finished_at": jobs.iso(job.finished_at),

@@ -162,5 +162,10 @@ def test_a_cancel_shows_live_with_every_unfinished_task_cancelled(
     states = page.locator(".run-state").all_inner_texts()
     assert "cancelled" in states
     assert set(states) <= {"succeeded", "cancelled"}
-    assert page.inner_text("#overall-percent") == "100%"
+    # And the bar shows what was done and what was cancelled, not a full bar
+    done, cancelled = states.count("succeeded"), states.count("cancelled")
+    assert page.inner_text("#overall-text") == f"{done} of 5 tasks done, {cancelled} cancelled"
+    assert page.eval_on_selector("#overall", "el => [el.value, el.max]") == [done, 5]
+    assert page.inner_text("#overall-percent") == f"{100 * done // 5}%"
+    assert page.locator(".overall.has-cancelled").count() == 1
     assert page.console_errors == []

@@ -283,8 +283,9 @@ def test_cancel_job_in_the_browser_shows_cancelled_live(
     page.evaluate("window.__sameDocument = true")
     assert page.is_hidden("#retry-form")
 
-    # When "Cancel job" is clicked
-    page.click("#cancel-form button")
+    # When "Cancel job" is clicked and confirmed
+    page.click("#cancel-form summary")
+    page.click("#cancel-yes")
 
     # Then the status becomes cancelled without a reload, and no button is left
     page.wait_for_function(

@@ -153,7 +153,7 @@ def test_the_guide_page_renders_sanitized_html_and_guides_download(client):
     with session_scope() as session:
         session.add(HandsOn(task_id=1, markdown=evil, generator="test"))
     page = client.get("/tasks/1/guide").get_data(as_text=True)
-    article = page.split('id="guide">', 1)[1].split("</article>", 1)[0]
+    article = page.split('id="guide" dir="auto">', 1)[1].split("</article>", 1)[0]
     assert "<h1>Guide</h1>" in article
     # The attacks show as the text they are; none of it is an element or an attribute
     assert "<script" not in article.lower() and "<img" not in article.lower()

@@ -1,8 +1,11 @@
 // Job page: follows the job's server-sent events (EventSource); no polling, no reload.
 // The page is rendered from a snapshot; the stream sends a fresh snapshot first, then
-// each event. Counts are derived from task states, so replaying an event is harmless.
-// The "Cancel job" and "Rerun failed tasks" forms are shown by the job's status, and
-// posted in the background (same form, same CSRF token) so the stream keeps the page live.
+// each event. A run's state comes from its events; a batch's counts start from its stored
+// counters and move when one of its runs reaches a final state (a replayed event finds
+// the run final already and counts nothing). A batch the page has not seen yet (a
+// `batch_started` for a new index) is appended, from the same <template> the server uses.
+// The "Cancel job" (after its confirm step) and "Rerun failed tasks" forms are shown by
+// the job's status, and posted in the background so the stream keeps the page live.
 (function () {
   "use strict";
   var root = document.getElementById("job");
@@ -10,93 +13,104 @@
   var FINAL_RUN = ["succeeded", "failed", "skipped", "cancelled"];
   var FINAL_EVENTS = ["job_finished", "job_cancelled"];
   var RETRYABLE = ["partial", "failed"];
+  // The stored wording of a pipeline step skipped after an earlier one failed (its event
+  // carries no error): the live page says what a reload says.
+  var PIPELINE_SKIP = "skipped: an earlier step failed";
   var guideUrl = root.dataset.guideUrl;
+  var jobId = root.dataset.jobId;
+  var list = document.getElementById("batches");
   var job = {
     status: root.dataset.status,
     createdAt: Date.parse(root.dataset.createdAt),
     finishedAt: root.dataset.finishedAt ? Date.parse(root.dataset.finishedAt) : null,
-    currentBatch: null
+    currentBatch: null,
+    totalBatches: Number(document.getElementById("count-batches-total").textContent) || 0
   };
+  var announced = job.status;
   var runs = {};     // run id -> {status, error, batch, row}
-  var batches = {};  // batch index -> {status, total, mode, section}
+  var batches = {};  // batch index -> {status, mode, total, counts, section}
 
   function text(id, value) {
-    var el = document.getElementById(id);
-    if (el) { el.textContent = value; }
+    var node = document.getElementById(id);
+    if (node) { node.textContent = value; }
   }
-  function setState(el, state) {
-    el.textContent = state;
-    el.className = el.className.replace(/\bstate-\S+/g, "").trim() + " state-" + state;
+  function setState(node, state) {
+    node.textContent = state;
+    node.className = node.className.replace(/\bstate-\S+/g, "").trim() + " state-" + state;
+  }
+  function isFinal(status) { return FINAL_RUN.indexOf(status) >= 0; }
+  function clone(templateId) {
+    return document.getElementById(templateId).content.firstElementChild.cloneNode(true);
+  }
+  // User text is isolated (<bdi>) so that a right-to-left override in it stays inside.
+  function isolated(value) {
+    var node = document.createElement("bdi");
+    node.textContent = value;
+    return node;
   }
 
-  function el(tag, className, content) {
-    var node = document.createElement(tag);
-    if (className) { node.className = className; }
-    if (content !== undefined && content !== null) { node.textContent = String(content); }
-    return node;
+  // --- the page's model, read from the DOM or a snapshot ---------------------------------
+
+  function addRun(r, index, row) {
+    if (!row) {
+      row = clone("run-template");
+      row.dataset.run = r.id;
+      row.dataset.task = r.task_id;
+      row.querySelector(".key").textContent = r.key;
+      row.querySelector(".title").textContent = r.title;
+      batches[index].section.querySelector("tbody").append(row);
+    }
+    runs[row.dataset.run] = {
+      status: r.status, error: r.error || "", batch: String(index), row: row
+    };
+  }
+
+  function addBatch(b, section) {
+    if (!section) {
+      section = clone("batch-template");
+      section.dataset.batch = b.index;
+      section.dataset.mode = b.mode;
+      section.querySelector(".batch-index").textContent = b.index;
+      section.querySelector(".mode").textContent = b.mode;
+      section.querySelector(".batch-bar").setAttribute("aria-label", "Batch " + b.index);
+      list.append(section);
+    }
+    var counts = {};
+    FINAL_RUN.forEach(function (k) { counts[k] = Number(b[k]) || 0; });
+    batches[b.index] = {
+      status: b.status, mode: b.mode, total: Number(b.total), counts: counts, section: section
+    };
+  }
+
+  // Index the server-rendered sections.
+  function index() {
+    runs = {};
+    batches = {};
+    list.querySelectorAll("section.batch").forEach(function (section) {
+      var d = section.dataset;
+      addBatch({
+        index: d.batch, mode: d.mode, total: d.total, succeeded: d.succeeded, failed: d.failed,
+        skipped: d.skipped, cancelled: d.cancelled,
+        status: section.querySelector(".batch-state").textContent.trim()
+      }, section);
+      section.querySelectorAll("[data-run]").forEach(function (row) {
+        addRun({
+          status: row.querySelector(".run-state").textContent.trim(),
+          error: row.querySelector(".run-error").textContent
+        }, d.batch, row);
+      });
+    });
   }
 
   // Rebuild the batch sections from a snapshot (a retry adds batches and moves tasks).
   function build(snap) {
-    root.querySelectorAll("section.batch").forEach(function (old) { old.remove(); });
-    snap.batches.forEach(function (b) {
-      var section = el("section", "batch");
-      section.dataset.batch = b.index;
-      section.dataset.mode = b.mode;
-      var title = el("h2", null, "Batch " + b.index + " ");
-      title.append(el("span", "mode", b.mode), " ", el("span", "batch-state state", b.status));
-      var bar = el("progress", "batch-bar");
-      bar.max = b.total;
-      bar.value = b.done;
-      var rows = el("tbody");
-      b.runs.forEach(function (r) {
-        var row = el("tr");
-        row.dataset.run = r.id;
-        row.dataset.task = r.task_id;
-        row.append(el("td", "key", r.key), el("td", "title", r.title));
-        var state = el("td");
-        state.append(el("span", "run-state state", r.status));
-        row.append(state, el("td", "run-error", r.error || ""));
-        rows.append(row);
-      });
-      var table = el("table", "runs");
-      table.append(rows);
-      section.append(title, bar, " ", el("span", "batch-count", b.done + "/" + b.total), table);
-      root.append(section);
-    });
-    index();
-  }
-
-  function index() {
+    list.textContent = "";
     runs = {};
     batches = {};
-    root.querySelectorAll("[data-batch]").forEach(indexBatch);
-  }
-
-  function indexBatch(section) {
-    var index = section.dataset.batch;
-    batches[index] = {
-      status: section.querySelector(".batch-state").textContent.trim(),
-      total: Number(section.querySelector(".batch-bar").max),
-      mode: section.dataset.mode,
-      section: section
-    };
-    section.querySelectorAll("[data-run]").forEach(function (row) {
-      runs[row.dataset.run] = {
-        status: row.querySelector(".run-state").textContent.trim(),
-        error: row.querySelector(".run-error").textContent,
-        batch: index,
-        row: row
-      };
+    snap.batches.forEach(function (b) {
+      addBatch(b);
+      b.runs.forEach(function (r) { addRun(r, b.index); });
     });
-  }
-  index();
-
-  function setRun(id, status, error) {
-    var run = runs[id];
-    if (!run) { return; }
-    run.status = status;
-    if (error !== undefined) { run.error = error || ""; }
   }
 
   function applySnapshot(snap) {
@@ -105,26 +119,55 @@
     job.createdAt = Date.parse(snap.created_at);
     job.finishedAt = snap.finished_at ? Date.parse(snap.finished_at) : null;
     job.currentBatch = snap.current_batch;
+    job.totalBatches = snap.total_batches || 0;
     if (snap.redis_commands) {
-      document.getElementById("redis-count").textContent = snap.redis_commands;
+      text("redis-count", snap.redis_commands);
       document.getElementById("redis-commands").hidden = false;
     }
+  }
+
+  // --- events ------------------------------------------------------------------------------
+
+  function setRun(id, status, error) {
+    var run = runs[id];
+    if (!run) { return; }
+    if (!isFinal(run.status) && isFinal(status) && batches[run.batch]) {
+      batches[run.batch].counts[status] += 1;
+    }
+    run.status = status;
+    if (error !== undefined) { run.error = error || ""; }
+  }
+
+  function batchStarted(p) {
+    if (!batches[p.batch]) {
+      addBatch({index: p.batch, mode: p.mode, total: p.total, status: "running"});
+      (p.runs || []).forEach(function (r) {
+        var known = runs[r.id];
+        if (known) {  // released into this batch: the row moves with it
+          batches[p.batch].section.querySelector("tbody").append(known.row);
+          known.batch = String(p.batch);
+        } else {
+          addRun(r, p.batch);
+        }
+      });
+    }
+    batches[p.batch].status = "running";
+    job.currentBatch = p.batch;
   }
 
   function applyEvent(ev) {
     var p = ev.payload || {};
     var type = ev.type;
     if (type === "batch_started") {
-      if (batches[p.batch]) { batches[p.batch].status = "running"; }
-      job.currentBatch = p.batch;
+      batchStarted(p);
     } else if (type === "batch_completed") {
       if (batches[p.batch]) { batches[p.batch].status = "completed"; }
     } else if (type === "task_started") {
       setRun(p.run, "running", "");
     } else if (type === "task_retrying") {
       setRun(p.run, "queued", "attempt " + p.attempt + " failed, retrying: " + p.error);
-    } else if (type === "task_skipped" && !p.error) {
-      setRun(p.run, "skipped", "skipped: a task it depends on did not succeed");
+    } else if (type === "task_skipped") {
+      setRun(p.run, "skipped", p.error || PIPELINE_SKIP);
     } else if (type.indexOf("task_") === 0) {
       setRun(p.run, type.slice(5), p.error);
     } else if (type === "job_retried") {
@@ -136,6 +179,8 @@
       job.currentBatch = null;
     }
   }
+
+  // --- rendering ---------------------------------------------------------------------------
 
   function duration(ms) {
     var s = Math.max(0, Math.round(ms / 1000));
@@ -157,61 +202,105 @@
     var retry = document.getElementById("retry-form");
     if (cancel) { cancel.hidden = job.status !== "running"; }
     if (retry) { retry.hidden = RETRYABLE.indexOf(job.status) < 0; }
+    if (cancel && cancel.hidden) { document.getElementById("cancel-confirm").open = false; }
+  }
+
+  // "3/4", or "1/4, 3 cancelled": a bar's value counts what was done, not what was cancelled.
+  function doneText(finished, total, cancelled) {
+    return finished + "/" + total + (cancelled ? ", " + cancelled + " cancelled" : "");
+  }
+
+  function renderRun(run) {
+    setState(run.row.querySelector(".run-state"), run.status);
+    run.row.querySelector(".run-error").textContent = run.error || "";
+    var title = run.row.querySelector(".title");
+    if (run.status === "succeeded" && !title.querySelector("a")) {
+      var link = document.createElement("a");
+      link.href = guideUrl.replace("/0/", "/" + run.row.dataset.task + "/");
+      link.textContent = title.textContent.trim();
+      title.textContent = "";
+      title.append(link);
+    }
+  }
+
+  function renderBatch(b, rows) {
+    var c = b.counts;
+    var finished = c.succeeded + c.failed + c.skipped;
+    var bar = b.section.querySelector(".batch-bar");
+    bar.max = b.total;
+    bar.value = finished;
+    bar.parentNode.classList.toggle("has-cancelled", c.cancelled > 0);
+    b.section.querySelector(".batch-count").textContent = doneText(finished, b.total, c.cancelled);
+    setState(b.section.querySelector(".batch-state"), b.status);
+    var moved = b.total - rows;
+    var over = b.status !== "running" && b.status !== "pending";
+    b.section.querySelector(".batch-note").textContent =
+      moved > 0 && over ? moved + " rerun in a later batch" : "";
+  }
+
+  function renderNow(running) {
+    var now = document.getElementById("now");
+    now.textContent = "";
+    if (!job.currentBatch || job.finishedAt) { return; }
+    now.append("Now: batch " + job.currentBatch + " (" + (batches[job.currentBatch] || {}).mode + ")");
+    running.forEach(function (title, i) {
+      now.append(i ? ", " : ", running: ", isolated(title));
+    });
+  }
+
+  function announce(counts, finished, total) {
+    if (job.status === announced) { return; }
+    announced = job.status;
+    var message = "Job " + jobId + " " + job.status + ": " + finished + " of " + total + " tasks done";
+    if (counts.failed) { message += ", " + counts.failed + " failed"; }
+    if (counts.cancelled) { message += ", " + counts.cancelled + " cancelled"; }
+    text("announce", message + ".");
   }
 
   var totals = {done: 0, total: 0};
   function render() {
     var counts = {succeeded: 0, failed: 0, skipped: 0, cancelled: 0, running: 0, queued: 0};
     var running = [];
-    var perBatch = {};
+    var rows = {};
     Object.keys(runs).forEach(function (id) {
       var run = runs[id];
       counts[run.status] = (counts[run.status] || 0) + 1;
-      if (FINAL_RUN.indexOf(run.status) >= 0) {
-        perBatch[run.batch] = (perBatch[run.batch] || 0) + 1;
-      }
+      rows[run.batch] = (rows[run.batch] || 0) + 1;
       if (run.status === "running") { running.push(run.row.querySelector(".title").textContent.trim()); }
-      setState(run.row.querySelector(".run-state"), run.status);
-      run.row.querySelector(".run-error").textContent = run.error || "";
-      var title = run.row.querySelector(".title");
-      if (run.status === "succeeded" && !title.querySelector("a")) {
-        var link = document.createElement("a");
-        link.href = guideUrl.replace("/0/", "/" + run.row.dataset.task + "/");
-        link.textContent = title.textContent.trim();
-        title.textContent = "";
-        title.appendChild(link);
-      }
+      renderRun(run);
     });
     var completed = 0;
-    Object.keys(batches).forEach(function (index) {
-      var b = batches[index];
-      var done = perBatch[index] || 0;
-      b.section.querySelector(".batch-bar").value = done;
-      b.section.querySelector(".batch-count").textContent = done + "/" + b.total;
-      setState(b.section.querySelector(".batch-state"), b.status);
-      if (b.status === "completed") { completed += 1; }
+    Object.keys(batches).forEach(function (i) {
+      renderBatch(batches[i], rows[i] || 0);
+      if (batches[i].status === "completed") { completed += 1; }
     });
     var total = Object.keys(runs).length;
-    var done = counts.succeeded + counts.failed + counts.skipped + counts.cancelled;
-    totals = {done: done, total: total};
-    document.getElementById("overall").value = done;
-    text("overall-percent", (total ? Math.floor(100 * done / total) : 100) + "%");
-    text("count-done", done);
+    var finished = counts.succeeded + counts.failed + counts.skipped;
+    totals = {done: finished + counts.cancelled, total: total};
+    var overall = document.getElementById("overall");
+    overall.max = total;
+    overall.value = finished;
+    overall.parentNode.classList.toggle("has-cancelled", counts.cancelled > 0);
+    text("overall-percent", (total ? Math.floor(100 * finished / total) : 100) + "%");
+    text("overall-text", finished + " of " + total + " tasks done" +
+      (counts.cancelled ? ", " + counts.cancelled + " cancelled" : ""));
+    text("count-done", finished);
+    text("count-total", total);
     ["succeeded", "failed", "skipped", "cancelled"].forEach(function (k) { text("count-" + k, counts[k]); });
     text("count-batches", completed);
+    text("count-batches-total", Math.max(job.totalBatches, Object.keys(batches).length));
     setState(document.getElementById("job-status"), job.status);
     root.dataset.status = job.status;
-    var now = "";
-    if (job.currentBatch && !job.finishedAt) {
-      now = "Now: batch " + job.currentBatch + " (" + (batches[job.currentBatch] || {}).mode + ")";
-      if (running.length) { now += ", running: " + running.join(", "); }
-    }
-    text("now", now);
-    renderClock(done, total);
+    renderNow(running);
+    renderClock(totals.done, total);
     renderActions();
+    announce(counts, finished, total);
   }
 
+  index();
   render();
+
+  // --- the stream --------------------------------------------------------------------------
 
   // Events that change more than their payload says (a retry re-plans, a cancel stops
   // many tasks at once): read a fresh snapshot by reconnecting without Last-Event-ID.
@@ -260,10 +349,13 @@
     };
   }
 
+  // --- the action forms --------------------------------------------------------------------
+
   // Post an action form in the background and show the notice of the page it redirects
   // to; the stream then tells what changed (reopened when it had ended, after a rerun).
+  // The form is hidden once the job's state changes, so focus goes to the notice.
   function postInBackground(form) {
-    var button = form.querySelector("button");
+    var button = form.querySelector("button[type=submit]");
     button.disabled = true;
     fetch(form.action, {method: "POST", body: new FormData(form), credentials: "same-origin"})
       .then(function (response) {
@@ -275,9 +367,29 @@
         });
       })
       .catch(function () { text("notice", "The server could not be reached; try again."); })
-      .then(function () { button.disabled = false; });
+      .then(function () {
+        button.disabled = false;
+        document.getElementById("cancel-confirm").open = false;
+        document.getElementById("notice").focus();
+      });
   }
 
+  // The cancel question: focus goes to the choice that changes nothing; "Keep it running"
+  // or Escape closes it and gives focus back to the "Cancel job…" button.
+  function confirmStep() {
+    var details = document.getElementById("cancel-confirm");
+    var summary = details.querySelector("summary");
+    var keep = document.getElementById("cancel-no");
+    function close() { details.open = false; summary.focus(); }
+    keep.hidden = false;
+    keep.addEventListener("click", close);
+    details.addEventListener("toggle", function () { if (details.open) { keep.focus(); } });
+    details.addEventListener("keydown", function (e) {
+      if (e.key === "Escape" && details.open) { e.preventDefault(); close(); }
+    });
+  }
+
+  confirmStep();
   ["cancel-form", "retry-form"].forEach(function (id) {
     var form = document.getElementById(id);
     if (!form || !window.fetch || !window.FormData || !window.DOMParser) { return; }
@@ -287,5 +399,9 @@
     });
   });
 
-  if (!job.finishedAt) { connect(); }  // else over before the page loaded
+  if (job.finishedAt) {
+    root.dataset.live = "ended";  // over before the page loaded: nothing to follow
+  } else {
+    connect();
+  }
 }());
