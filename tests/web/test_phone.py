@@ -15,9 +15,9 @@ import pytest
 from jobwatch import wait_for_job
 from webkit import LiveServer
 
-import pipelines
 from db import jobs, projects, starts
 from samples import load_sample
+from workers import dispatch
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PHONE = {"width": 390, "height": 844}
@@ -55,9 +55,7 @@ def phone(browser: Any) -> Iterator[Any]:
 
 
 def submit(project_id: int, batch_size: int) -> int:
-    return pipelines.submit_job(
-        project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000
-    )
+    return dispatch.submit(project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000)
 
 
 def long_project() -> int:
