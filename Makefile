@@ -2,7 +2,8 @@
 #
 #   make test                        all tests, next to throwaway Redis and PostgreSQL
 #   make test PYTEST_ARGS='-x -k sse'  pass options to pytest
-#   make run                         the app with the sample project on 127.0.0.1:5000
+#   make run                         the app with the sample project on 127.0.0.1:$PORT (5000);
+#                                    tasks take GENERATOR_LATENCY_MS (400) each, so progress shows
 #   make lint                        ruff
 
 PYTHON ?= python3
@@ -36,7 +37,7 @@ $(STAMP): setup.cfg | $(VENV)/pyvenv.cfg
 	touch $@
 
 run: venv
-	LOAD_SAMPLE=1 $(VENV)/bin/handson serve
+	LOAD_SAMPLE=1 GENERATOR_LATENCY_MS=$${GENERATOR_LATENCY_MS:-400} $(VENV)/bin/handson serve
 
 test: venv
 	scripts/with-services.sh $(VENV)/bin/python -m pytest $(PYTEST_ARGS)

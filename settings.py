@@ -67,7 +67,7 @@ class Settings:
     EMBEDDED_WORKER_THREADS: int = 8
     #: Generator: ``offline``, ``openai``, or ``package.module:factory``.
     GENERATOR: str = "offline"
-    #: Simulated AI latency of the offline generator, in milliseconds.
+    #: Simulated AI latency of the offline generator, in milliseconds (``make run``: 400).
     GENERATOR_LATENCY_MS: int = 0
     #: Spread of that latency: the sigma of a lognormal around it (0: constant; about 0.5
     #: looks like real AI calls). Each task's draw is seeded by its key and job id, so a
@@ -91,6 +91,8 @@ class Settings:
     SECRET_KEY: str | None = dataclasses.field(default=None, repr=False)
     #: When set, API writes need ``Authorization: Bearer <token>``.
     API_TOKEN: str | None = dataclasses.field(default=None, repr=False)
+    #: TCP port ``handson serve`` binds (the Procfile's gunicorn binds ``$PORT`` too).
+    PORT: int = 5000
     #: Load the built-in sample project when the database has no project.
     LOAD_SAMPLE: bool = False
     #: Logging level of every process.

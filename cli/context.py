@@ -9,6 +9,15 @@ from settings import Settings
 
 pass_settings = click.make_pass_decorator(Settings)
 
+#: Exit code of a command refused because of how things stand (like a usage error).
+RET_REFUSED = 2
+
+
+class RefusedError(click.ClickException):
+    """Raised when a command cannot run as things stand; the message says what to do."""
+
+    exit_code = RET_REFUSED
+
 
 def open_database(settings: Settings) -> None:
     """Bind the database; migrate it first in the embedded SQLite mode (zero setup)."""
@@ -21,8 +30,41 @@ def open_database(settings: Settings) -> None:
 
 
 def open_workers(settings: Settings) -> dramatiq.Broker:
-    """Configure database and broker for sending (and, embedded, running) messages."""
+    """Configure database and broker for sending (and, embedded, running) messages.
+
+    In the embedded mode this process becomes the embedded worker of the database until
+    the command ends (see :func:`workers.embedded.boot`), before anything is written.
+
+    Raises:
+      RefusedError: when another process runs the embedded worker of the database.
+    """
     open_database(settings)
     from workers import broker
 
-    return broker.configure(settings)
+    configured = broker.configure(settings)
+    if settings.embedded:
+        become_embedded_worker(settings, click.get_current_context().command_path)
+    return configured
+
+
+def become_embedded_worker(
+    settings: Settings, role: str, url: str | None = None, *, resume: bool = True
+) -> None:
+    """Hold the database's embedded lock until the command ends (first of all).
+
+    With ``resume``, also re-dispatch the jobs a stopped process left running, on the
+    broker configured now; without, the web app does that on its own broker.
+
+    Raises:
+      RefusedError: when another process holds it.
+    """
+    from workers import embedded, embedded_lock
+
+    try:
+        if resume:
+            claim = embedded.boot(settings, role=role, url=url)
+        else:
+            claim = embedded_lock.claim(settings.DATABASE_URL, role=role, url=url)
+    except embedded_lock.EmbeddedBusyError as error:
+        raise RefusedError(str(error)) from None
+    click.get_current_context().call_on_close(claim.release)

@@ -7,6 +7,9 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import os
+import secrets
+import tempfile
 from typing import Any
 
 from flask import Flask
@@ -39,9 +42,12 @@ def create_app(
     app = Flask(__name__)
     app.config.update({k: v for k, v in overrides.items() if k not in known})
     relaxed = bool(app.debug or app.testing)
+    configured = settings.SECRET_KEY
+    if not configured and settings.embedded and not app.testing:
+        configured = _stored_secret_key(settings.DATABASE_URL)
     app.config.update(
         SECRET_KEY=security.secret_key(
-            configured=settings.SECRET_KEY, embedded=settings.embedded, relaxed=relaxed
+            configured=configured, embedded=settings.embedded, relaxed=relaxed
         ),
         MAX_CONTENT_LENGTH=settings.MAX_CONTENT_LENGTH,
         HANDSON=settings,
@@ -89,15 +95,46 @@ def _load_sample_once(settings: Settings) -> None:
         logger.info("Loaded the sample project as project %d.", project_id)
 
 
+def _stored_secret_key(database_url: str) -> str | None:
+    """Return the embedded mode's secret key, made once and kept next to its database.
+
+    Kept in a file readable by its owner only (mode 0600), so that sessions and the
+    forms open in browsers survive a restart of ``make run``. None for an in-memory
+    database (a key per process then).
+    """
+    from workers.embedded_lock import state_path
+
+    path = state_path(database_url, ".secret_key")
+    if path is None:
+        return None
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret_key")  # mode 0600
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_hex(32))
+    try:
+        os.link(temporary, path)  # atomic, and refuses to replace a key made meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(temporary)
+    return path.read_text().strip()
+
+
 def _start_embedded_worker(broker: Any, settings: Settings) -> None:
     """Run worker threads and the scheduler's duties (reconciler...) in this process.
 
     In the embedded mode no other process shares the in-memory broker, so the jobs of
     this app are run, and repaired, here.
     """
+    from workers import embedded
     from workers.embedded import EmbeddedWorker
     from workers.scheduler import start_background
 
+    # Before the threads start: the work it resumes waits in the in-memory queue.
+    claim = embedded.boot(settings, role="the web app")
+    atexit.register(claim.release)
     worker = EmbeddedWorker(broker, threads=settings.EMBEDDED_WORKER_THREADS).start()
     scheduler = start_background(settings)
     atexit.register(worker.stop)

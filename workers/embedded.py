@@ -1,10 +1,18 @@
-"""Worker threads inside the current process, for the embedded (no Redis) mode."""
+"""Worker threads inside the current process, for the embedded (no Redis) mode.
+
+Also what an embedded process does when it boots: take the database's lock (one such
+process per database) and resume the jobs a stopped one left running.
+"""
 
 from __future__ import annotations
 
 import logging
 
 import dramatiq
+import sqlalchemy as sa
+
+from settings import Settings
+from workers import embedded_lock
 
 logger = logging.getLogger(__name__)
 
@@ -32,3 +40,66 @@ class EmbeddedWorker:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def boot(settings: Settings, *, role: str, url: str | None = None) -> embedded_lock.Claim:
+    """Make this process the embedded worker of its database, resuming abandoned jobs.
+
+    Call it once the broker is configured and before any job is submitted: the unfinished
+    work it re-dispatches waits in the in-memory queue until the worker threads start.
+
+    Parameters:
+      settings: this process's settings (``DATABASE_URL``).
+      role: what this process is, shown to a second one (``handson serve``).
+      url: where this process serves, if it does.
+
+    Returns:
+      The claim on the database's lock; release it when the workers stop for good.
+
+    Raises:
+      embedded_lock.EmbeddedBusyError: when another process runs the embedded worker.
+    """
+    claim = embedded_lock.claim(settings.DATABASE_URL, role=role, url=url)
+    if claim.first_to_resume():
+        resume_abandoned()
+    return claim
+
+
+def resume_abandoned() -> list[int]:
+    """Re-dispatch the unfinished work of running jobs; return their ids.
+
+    Only the holder of the lock runs embedded workers, so a job that is running when it
+    boots was left by a process that stopped (Ctrl+C, a crash): its messages went with
+    that process's memory. No stall timeout to wait for, then: every unfinished run is
+    sent again now (a run counts its outcome once, so a duplicate is harmless).
+    """
+    from db import reconcile
+
+    repairs = reconcile.reconcile(0)
+    job_ids = sorted({repair.job_id for repair in repairs})
+    if job_ids:
+        logger.warning(
+            "Resumed %d job(s) left running by a process that stopped: %s.",
+            len(job_ids),
+            ", ".join(map(str, job_ids)),
+        )
+    return job_ids
+
+
+def unheard_reason(settings: Settings) -> str | None:
+    """Say why this process is not told of the progress of running jobs (None: it is).
+
+    PostgreSQL announces every commit to every process (``LISTEN``); SQLite has no such
+    thing, and the in-process signal only reaches watchers in the writing process.
+    """
+    if sa.make_url(settings.DATABASE_URL).get_backend_name() != "sqlite":
+        return None
+    if not settings.embedded:
+        return "its tasks run in worker processes, whose progress SQLite does not announce here"
+    holder = embedded_lock.other_holder(settings.DATABASE_URL)
+    if holder is not None:
+        return (
+            f"it runs in {embedded_lock.describe(holder)}, whose progress SQLite does not"
+            " announce to this process"
+        )
+    return None
