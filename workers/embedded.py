@@ -73,9 +73,9 @@ def resume_abandoned() -> list[int]:
     that process's memory. No stall timeout to wait for, then: every unfinished run is
     sent again now (a run counts its outcome once, so a duplicate is harmless).
     """
-    from db import reconcile
+    from workers import dispatch
 
-    repairs = reconcile.reconcile(0)
+    repairs = dispatch.repair(0)
     job_ids = sorted({repair.job_id for repair in repairs})
     if job_ids:
         logger.warning(

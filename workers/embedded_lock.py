@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+import errors
 from settings import INSTANCE_DIR
 
 try:
@@ -29,7 +30,7 @@ except ImportError:  # pragma: no cover - not POSIX: no lock, the mode still wor
     fcntl = None  # type: ignore[assignment]
 
 
-class EmbeddedBusyError(RuntimeError):
+class EmbeddedBusyError(errors.ConflictError):
     """Raised when another process runs the embedded worker of this database; use or stop it."""
 
     def __init__(self, path: Path, holder: dict[str, Any]) -> None:
