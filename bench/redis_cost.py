@@ -14,9 +14,10 @@ with the same project code (``workers`` package) in one worker process:
 (c) the job's cost extrapolated to the origin's timing (13 batches of about 60 s);
 (d) the wake-up latency from ``send()`` to actor start while idle (p50, p99).
 
-Commands are recorded with ``/work/shared/tools/redis-meter`` (``redis-cli monitor``)
-and billed with ``redis-bill``: every command a client sends and every ``redis.call``
-in a script. Prints a table and writes ``bench/results/redis_cost.json``.
+Commands are recorded with ``redis-cli monitor`` and billed with ``redis-bill`` (found in
+``../shared/tools`` of the checkout or of a parent folder, or in ``$REDIS_TOOLS``): every
+command a client sends and every ``redis.call`` in a script. Prints a table and writes
+``bench/results/redis_cost.json``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
-TOOLS = Path(os.environ.get("REDIS_TOOLS", "/work/shared/tools"))
+
+def find_tools() -> Path:
+    """Return the folder of ``redis-meter``/``redis-bill``: ``$REDIS_TOOLS`` when set, else
+    the first ``shared/tools`` next to the checkout or one of its parents (``../shared/tools``
+    of the checkout, ``../../shared/tools`` of a worktree in a folder of worktrees)."""
+    if os.environ.get("REDIS_TOOLS"):
+        return Path(os.environ["REDIS_TOOLS"])
+    for parent in ROOT.parents:
+        if (parent / "shared" / "tools" / "redis-bill").exists():
+            return parent / "shared" / "tools"
+    raise SystemExit("redis-bill not found in ../shared/tools; set REDIS_TOOLS to its folder")
+
+
+TOOLS = find_tools()
 #: Seconds per month used for projections (30 days).
 MONTH_S = 30 * 24 * 3600
 #: Our broker's timers, shortened for the "accelerated idle" row (milliseconds).
