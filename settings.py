@@ -104,8 +104,13 @@ class Settings:
     #: billed command each time): the backstop for a proxy that keeps answering TCP
     #: probes after losing the server side of a wait.
     REDIS_WAIT_TIMEOUT_MS: int = 1_800_000
-    #: How often a worker requeues dead workers' unacked messages, in milliseconds.
+    #: How often an idle worker requeues dead workers' unacked messages, in milliseconds
+    #: (a busy one: every heartbeat timeout).
     REDIS_MAINTENANCE_INTERVAL_MS: int = 3_600_000
+    #: Messages a worker process may hold beyond one per worker thread (fetched ahead).
+    REDIS_FETCH_MARGIN: int = 1
+    #: How long an ack waits to be sent with others finishing about then, in milliseconds.
+    REDIS_ACK_WINDOW_MS: int = 50
     #: Monthly command cap of the Redis plan, for ``handson budget``.
     REDIS_MONTHLY_CAP: int = 500_000
     #: How often the scheduler's reconciler looks for stalled work, in seconds.

@@ -28,6 +28,8 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             wait_timeout=settings.REDIS_WAIT_TIMEOUT_MS,
             safety_interval=settings.REDIS_SAFETY_INTERVAL_S,
             maintenance_interval=settings.REDIS_MAINTENANCE_INTERVAL_MS,
+            fetch_margin=settings.REDIS_FETCH_MARGIN,
+            ack_window=settings.REDIS_ACK_WINDOW_MS,
         )
     else:
         broker = StubBroker()

@@ -3,13 +3,17 @@
 Same Redis layout and message semantics as Dramatiq's :class:`RedisBroker` (stock
 producers and consumers can share queues with it), fewer billed commands:
 
-- consumers block on the queue lists instead of polling (:mod:`workers.redis_consumer`);
+- consumers block on the queue lists instead of polling, and a pushed message wakes one
+  of them, not all (:mod:`workers.redis_consumer`, :mod:`workers.redis_waiter`); each
+  fetches for its idle threads plus a small margin, so a group spreads over processes;
 - the heartbeat is written only while the process holds unacked messages
   (:mod:`workers.redis_heartbeat`);
-- enqueue and ack are two plain pipelined/ordered commands instead of a script that also
-  writes a heartbeat; fetch is a leaner script (``workers/lua/fetch.lua``);
+- enqueue is two plain pipelined commands instead of a script that also writes a
+  heartbeat; acks finished close together go out as one HDEL and one SREM
+  (:mod:`workers.redis_acks`); fetch is a leaner script (``workers/lua/fetch.lua``);
 - dead workers' messages are requeued by a timed maintenance script
-  (``workers/lua/maintenance.lua``) instead of on 0.1% of all calls;
+  (``workers/lua/maintenance.lua``) instead of on 0.1% of all calls: every heartbeat
+  timeout while any worker holds messages, hourly when all are idle;
 - redis-py's ``CLIENT SETINFO``/``MAINT_NOTIFICATIONS`` on each new connection are off.
 
 Every command the broker's connections send is counted in memory by
@@ -42,6 +46,7 @@ except ImportError:  # redis-py < 7 has no maintenance notifications
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
 from workers import redis_meter
+from workers.redis_acks import AckBatcher, ack_batch
 from workers.redis_consumer import FrugalConsumer
 from workers.redis_heartbeat import Heartbeat
 
@@ -57,9 +62,19 @@ DEFAULT_WAIT_TIMEOUT = 30 * 60 * 1000
 #: How often a worker requeues dead workers' messages and drops expired dead letters,
 #: in milliseconds (stock Dramatiq: on a random 0.1% of its calls).
 DEFAULT_MAINTENANCE_INTERVAL = 60 * 60 * 1000
+#: Messages a worker process may hold beyond one per worker thread (fetched ahead).
+DEFAULT_FETCH_MARGIN = 1
+#: How long an ack waits for others finishing about the same time, in milliseconds.
+DEFAULT_ACK_WINDOW = 50
 
 #: Options of :class:`FrugalRedisBroker` that Dramatiq's ``RedisBroker`` does not take.
-FRUGAL_OPTIONS = ("wait_timeout", "safety_interval", "maintenance_interval")
+FRUGAL_OPTIONS = (
+    "wait_timeout",
+    "safety_interval",
+    "maintenance_interval",
+    "fetch_margin",
+    "ack_window",
+)
 
 _LUA = Path(__file__).resolve().parent / "lua"
 
@@ -91,8 +106,11 @@ class FrugalRedisBroker(RedisBroker):
       safety_interval(int): Longest time a silently vanished peer of a blocked connection
         goes unnoticed, in seconds (TCP keepalive; between 8 and 3600).
       maintenance_interval(int): Interval between two requeues of dead workers'
-        messages by a worker, in milliseconds (the first comes one heartbeat timeout
-        after a consumer starts).
+        messages by an idle worker, in milliseconds (the first comes one heartbeat
+        timeout after a consumer starts; while any worker holds messages, one comes
+        every heartbeat timeout).
+      fetch_margin(int): Messages a process may hold beyond one per worker thread.
+      ack_window(int): How long an ack waits to be sent with others, in milliseconds.
       **kwargs: As for :class:`RedisBroker` (``namespace``, ``heartbeat_timeout``,
         ``dead_message_ttl``, ``client``, connection parameters).
     """
@@ -104,6 +122,8 @@ class FrugalRedisBroker(RedisBroker):
         wait_timeout: int = DEFAULT_WAIT_TIMEOUT,
         safety_interval: int = DEFAULT_SAFETY_INTERVAL,
         maintenance_interval: int = DEFAULT_MAINTENANCE_INTERVAL,
+        fetch_margin: int = DEFAULT_FETCH_MARGIN,
+        ack_window: int = DEFAULT_ACK_WINDOW,
         maintenance_chance: int = DEFAULT_MAINTENANCE_CHANCE,
         heartbeat_timeout: int = DEFAULT_HEARTBEAT_TIMEOUT,
         dead_message_ttl: int = DEFAULT_DEAD_MESSAGE_TTL,
@@ -112,6 +132,8 @@ class FrugalRedisBroker(RedisBroker):
         low, high = SAFETY_INTERVAL_RANGE
         if not low <= safety_interval <= high:
             raise ValueError(f"safety_interval must be {low}-{high} seconds, got {safety_interval}")
+        if fetch_margin < 0 or ack_window < 0:
+            raise ValueError("fetch_margin and ack_window must not be negative")
         if url and "client" not in parameters:
             parameters["connection_pool"] = redis.ConnectionPool.from_url(url, **no_housekeeping())
         elif "client" not in parameters and "connection_pool" not in parameters:
@@ -131,7 +153,11 @@ class FrugalRedisBroker(RedisBroker):
         self.wait_timeout = wait_timeout
         self.safety_interval = safety_interval
         self.maintenance_interval = maintenance_interval
+        self.fetch_margin = fetch_margin
+        #: Worker threads of the process's Dramatiq worker (set when it boots).
+        self.worker_threads: int | None = None
         self.heartbeat = Heartbeat(self._beat, heartbeat_timeout=heartbeat_timeout)
+        self.acks = AckBatcher(self._send_acks, window_s=ack_window / 1000)
         for name in ("fetch", "maintenance"):
             source = (_LUA / f"{name}.lua").read_bytes()
             self.scripts[f"frugal_{name}"] = self.client.register_script(source)
@@ -144,8 +170,17 @@ class FrugalRedisBroker(RedisBroker):
         """Return the full Redis key of a queue list."""
         return f"{self.namespace}:{queue_name}"
 
+    def acks_key(self, queue_name: str) -> str:
+        """Return the key of this worker's set of unacked ids of a queue (Dramatiq's)."""
+        return f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
+
+    def taken_key(self, queue_name: str) -> str:
+        """Return the key of the list a blocking wait moves the id that ends it to."""
+        return f"{self.acks_key(queue_name)}.taken"
+
     def close(self) -> None:
-        """Stop the heartbeat and close idle connections (they reopen if used again)."""
+        """Send pending acks, stop the heartbeat, close idle connections (they reopen if used)."""
+        self.acks.close()
         self.heartbeat.close()
         self.client.connection_pool.disconnect(inuse_connections=False)
         super().close()
@@ -200,65 +235,91 @@ class FrugalRedisBroker(RedisBroker):
             pipe.execute()
 
     def do_ack(self, queue_name: str, message_id: str) -> None:
-        """Acknowledge a message: drop its data only if this worker still held it.
+        """Acknowledge one message now: HDEL its data, then SREM it (see :mod:`workers.redis_acks`).
 
-        The same condition as Dramatiq's ack script, as two plain commands: if another
-        worker requeued the message meanwhile (this one was taken for dead), that
-        worker owns it now.
+        Consumers batch their acks through :attr:`acks` instead.
         """
-        key = self.key(queue_name)
-        if self.client.srem(f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}", message_id):
-            self.client.hdel(f"{key}.msgs", message_id)
+        self._send_acks({queue_name: [message_id]})
 
-    def fetch(self, queue_name: str, count: int) -> list[tuple[str, bytes]]:
-        """Take up to ``count`` messages off a queue; return (redis id, data) pairs."""
+    def _send_acks(self, batch: dict[str, list[str]]) -> None:
+        ack_batch(self.client, self.namespace, self.broker_id, batch)
+
+    def fetch(self, queue_name: str, count: int, *, taken: bool = False) -> list[tuple[str, bytes]]:
+        """Take up to ``count`` messages; return (redis id, data) pairs.
+
+        With ``taken``, the ids a blocking wait moved to this consumer's taken list come
+        first, then the queue's head.
+        """
         key = self.key(queue_name)
         beat = self.heartbeat.due()
         flat = self.scripts["frugal_fetch"](
             keys=[
                 key,
-                f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}",
+                self.acks_key(queue_name),
                 f"{key}.msgs",
                 f"{self.namespace}:__heartbeats__",
+                self.taken_key(queue_name),
             ],
-            args=[count, int(beat), self.broker_id, current_millis()],
+            args=[count, int(beat), self.broker_id, current_millis(), int(taken)],
         )
         if beat:
             self.heartbeat.beaten()
-        _count_fetch_calls(beat, bool(flat))
+        _count_fetch_calls(beat, taken, count, len(flat) // 2)
         pairs = [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
         if pairs:
             self.heartbeat.hold(redis_id for redis_id, _ in pairs)
         return pairs
 
-    def maintain(self, queue_name: str, *queue_names: str) -> int:
-        """Requeue dead workers' unacked messages of these queues; return how many."""
-        return int(
-            self.scripts["frugal_maintenance"](
-                keys=[self.namespace],
-                args=[
-                    current_millis(),
-                    self.heartbeat_timeout,
-                    self.dead_message_ttl,
-                    self.broker_id,
-                    queue_name,
-                    queue_name,
-                    *queue_names,
-                ],
-            )
+    def return_taken(self, queue_name: str) -> int:
+        """Move ids left in this consumer's taken list back to the queue; return how many."""
+        moved = 0
+        while self.client.lmove(self.taken_key(queue_name), self.key(queue_name), "LEFT", "RIGHT"):
+            moved += 1
+        return moved
+
+    def maintain(
+        self, queue_name: str, *queue_names: str, sweep: bool = True
+    ) -> tuple[int, int, int]:
+        """Requeue dead workers' messages of these queues, drop expired dead letters.
+
+        Parameters:
+          queue_name(str): The canonical queue (its dead letters are swept).
+          *queue_names(str): Other queues to look after (its delay queue).
+          sweep(bool): Also remove every expired dead letter (in chunks of 1,000).
+
+        Returns:
+          (messages requeued, time in ms when another live worker's heartbeat goes stale
+          or 0 when none is alive, expired dead letters removed).
+        """
+        requeued, next_stale, removed = self.scripts["frugal_maintenance"](
+            keys=[self.namespace],
+            args=[
+                current_millis(),
+                self.heartbeat_timeout,
+                self.dead_message_ttl,
+                self.broker_id,
+                int(sweep),
+                queue_name,
+                queue_name,
+                *queue_names,
+            ],
         )
+        return int(requeued), int(next_stale), int(removed)
 
     def _beat(self) -> None:
         self.client.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: current_millis()})
 
 
-def _count_fetch_calls(beat: bool, found: bool) -> None:
+def _count_fetch_calls(beat: bool, taken: bool, count: int, found: int) -> None:
     """Meter the commands ``fetch.lua`` ran, as a host bills them (the EVALSHA is metered
-    when sent): ZADD when it beat, LPOP, then SADD and HMGET when it found messages.
+    when sent): ZADD when it beat, LPOP of the taken list when asked, LPOP of the queue
+    unless the taken list filled the request, then SADD and HMGET when it found messages.
 
-    (An id whose data was gone costs one more SREM, unseen here; it is rare.)
+    (Counted as if the taken list held at most one id, as a wait moves one; an id whose
+    data was gone costs one more SREM, unseen here; both are rare.)
     """
-    calls = ["ZADD"] * beat + ["LPOP"] + ["SADD", "HMGET"] * found
+    queue_pop = not (taken and count == 1 and found == 1)
+    calls = ["ZADD"] * beat + ["LPOP"] * (taken + queue_pop) + ["SADD", "HMGET"] * bool(found)
     for command in calls:
         redis_meter.METER.count(command)
 
@@ -270,6 +331,11 @@ class _ShutdownNotice(Middleware):
     consumer threads, which see the request only when ``next`` returns: consumers then
     wait in short steps so that SIGTERM is honoured within a few tenths of a second.
     """
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        if isinstance(broker, FrugalRedisBroker):
+            # Consumers fetch for the threads they feed (they start after this hook).
+            broker.worker_threads = worker.worker_threads
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         if isinstance(broker, FrugalRedisBroker):

@@ -1,12 +1,14 @@
-"""The consumer of :class:`~workers.redis_broker.FrugalRedisBroker`: fetch on wake-up only.
+"""The consumer of :class:`~workers.redis_broker.FrugalRedisBroker`: fetch what it can run.
 
 Dramatiq's worker loop calls ``next(consumer)`` and, between calls, stops on shutdown
 and re-enqueues due delayed messages. Stock Dramatiq answers each call with a fetch
-script (back-off up to one second when idle). This consumer fetches only when the list
-may hold something: after a fetch that filled its request, or after its
-:class:`~workers.redis_waiter.ListWaiter` saw the list non-empty. Otherwise it waits on
-a thread event, which costs no command, for at most the worker timeout (so shutdown
-stays prompt) and never past the due time of a delayed message it holds.
+script (back-off up to one second when idle) for up to twice the worker's threads. This
+consumer fetches only when a worker thread is free, and only what the free threads can
+run plus a small margin (``fetch_margin``): after a fetch that filled its request, or
+after its :class:`~workers.redis_waiter.ListWaiter` moved a pushed id to it (which wakes
+one consumer per pushed message, so a group spreads over idle processes). Otherwise it
+waits on a thread event, which costs no command, for at most the worker timeout (so
+shutdown stays prompt) and never past the due time of a delayed message it holds.
 """
 
 from __future__ import annotations
@@ -73,10 +75,12 @@ class FrugalConsumer(Consumer):
         self._etas: dict[str, int] = {}  # message id -> eta of delayed messages handed out
         self._redis_ids: dict[str, str] = {}  # message id -> redis message id, handed out
         self._may_have_more = True  # the list may hold more than the last fetch returned
+        self._active = True  # found messages since the last maintenance (or just started)
         self._wake = threading.Event()
         self._waiter = ListWaiter(
             broker.client,
             broker.key(queue_name),
+            destination=broker.taken_key(queue_name),
             timeout=broker.wait_timeout / 1000,
             safety_interval=broker.safety_interval,
             on_ready=self._wake.set,
@@ -88,9 +92,26 @@ class FrugalConsumer(Consumer):
     def outstanding_message_count(self) -> int:
         return len(self.queued_message_ids) + len(self.message_cache)
 
+    @property
+    def runnable(self) -> int:
+        """How many messages this consumer's worker runs at once (its threads; a delay
+        queue's consumer holds messages without running them: its prefetch)."""
+        threads = self.broker.worker_threads
+        if not self._canonical or not threads:
+            return self.prefetch
+        return min(self.prefetch, threads)
+
+    @property
+    def limit(self) -> int:
+        """Most messages held at once: one per worker thread plus the fetch margin."""
+        if not self._canonical or not self.broker.worker_threads:
+            return self.prefetch
+        return min(self.prefetch, self.runnable + self.broker.fetch_margin)
+
     def ack(self, message: MessageProxy) -> None:
-        """Acknowledge a processed message: two plain commands, no script."""
-        self._settle(self.broker.do_ack, message)
+        """Acknowledge a processed message: sent with the acks finishing about now."""
+        self.broker.acks.add(self.queue_name, message.options["redis_message_id"])
+        self._forget(message)
 
     def nack(self, message: MessageProxy) -> None:
         """Move a failed message to the dead-letter queue (Dramatiq's own script)."""
@@ -121,10 +142,10 @@ class FrugalConsumer(Consumer):
                 self._wake.clear()
                 if self.message_cache:
                     return self._hand_out(*self.message_cache.pop(0))
-                if self._should_fetch() and self._fetch():
+                if self._fetch_if_useful():
                     continue
                 self._maintain_if_due()
-                if not self._may_have_more:
+                if self.outstanding_message_count < self.runnable:
                     self._waiter.arm()
                 self._wake.wait(self._wait_seconds())
                 return None
@@ -132,6 +153,10 @@ class FrugalConsumer(Consumer):
     def close(self) -> None:
         """Stop waiting, and give back messages fetched but never handed out."""
         self._waiter.close()
+        try:
+            self.broker.return_taken(self.queue_name)
+        except redis.RedisError:
+            self.logger.warning("Could not requeue a taken message; maintenance will.")
         cached, self.message_cache = self.message_cache, []
         ids = [redis_id for redis_id, _ in cached]
         if self.queue_name.endswith(".DQ"):
@@ -166,19 +191,37 @@ class FrugalConsumer(Consumer):
         # Room for one more message: let a waiting ``next`` fetch at once.
         self._wake.set()
 
-    def _should_fetch(self) -> bool:
-        # A wake-up is taken only when there is room: while full, it stays pending (and
-        # the waiter stays disarmed) until an ack makes room.
-        if self.outstanding_message_count >= self.prefetch:
-            return False
-        return self._may_have_more or self._waiter.take_ready()
+    def _fetch_if_useful(self) -> bool:
+        """Fetch when a worker thread is free; return True when anything came.
 
-    def _fetch(self) -> bool:
-        """Fetch up to the free prefetch room; return True when anything came."""
-        count = min(self.prefetch - self.outstanding_message_count, FETCH_LIMIT)
-        pairs = self.broker.fetch(self.queue_name, count)
+        After a wake-up, for the free threads only (other processes' idle threads get
+        the rest of a group); while the queue may hold more, up to the limit (the margin
+        saves a fetch per message when the queue is deep). A wake-up that comes while
+        no thread is free stays pending (the waiter disarmed) until one is.
+        """
+        held = self.outstanding_message_count
+        free = self.runnable - held
+        if free <= 0:
+            return False
+        if self._waiter.take_ready():
+            return self._fetch(free, taken=True)
+        if self._may_have_more:
+            return self._fetch(self.limit - held, taken=False)
+        return False
+
+    def _fetch(self, count: int, *, taken: bool) -> bool:
+        # Acks waiting for their batch go first: what this worker holds in Redis (its
+        # acks set) then never exceeds what it may hold.
+        self.broker.acks.flush()
+        count = min(count, FETCH_LIMIT)
+        pairs = self.broker.fetch(self.queue_name, count, taken=taken)
         self._may_have_more = len(pairs) == count
         self.message_cache.extend(pairs)
+        if pairs:
+            # Busy again after an idle spell: look after dead workers within a timeout.
+            self._active = True
+            soon = time.monotonic() + self.broker.heartbeat_timeout / 1000
+            self._next_maintenance = min(self._next_maintenance, soon)
         return bool(pairs)
 
     def _wait_seconds(self) -> float:
@@ -189,11 +232,25 @@ class FrugalConsumer(Consumer):
         return wait_ms / 1000
 
     def _maintain_if_due(self) -> None:
-        """Requeue dead workers' messages now and then (the canonical queue's consumer)."""
+        """Requeue dead workers' messages now and then (the canonical queue's consumer).
+
+        Every heartbeat timeout while this worker is busy or sees another one holding
+        messages (a dead one's are requeued within two timeouts); when all are idle,
+        every maintenance interval, and one timeout after it gets work again. Expired
+        dead letters are swept after activity only: none are added while nothing runs.
+        """
         if not self._canonical or time.monotonic() < self._next_maintenance:
             return
-        self._next_maintenance = time.monotonic() + self.broker.maintenance_interval / 1000
-        requeued = self.broker.maintain(self.queue_name, dq_name(self.queue_name))
+        busy = self._active or self.outstanding_message_count > 0
+        self._active = False
+        requeued, others_alive, removed = self.broker.maintain(
+            self.queue_name, dq_name(self.queue_name), sweep=busy
+        )
+        busy = busy or others_alive > 0
+        interval = self.broker.heartbeat_timeout if busy else self.broker.maintenance_interval
+        self._next_maintenance = time.monotonic() + interval / 1000
         if requeued:
             self.logger.info("Requeued %d messages of dead workers.", requeued)
             self._may_have_more = True
+        if removed:
+            self.logger.info("Removed %d expired dead letters.", removed)

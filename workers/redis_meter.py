@@ -35,6 +35,10 @@ class Meter:
         """Count this thread's next commands for task run ``run_id`` (None: the process)."""
         self._local.run_id = run_id
 
+    def current_run(self) -> int | None:
+        """Return the task run this thread's commands are counted for (None: the process)."""
+        return getattr(self._local, "run_id", None)
+
     def count(self, command: str) -> None:
         """Count one command sent by the current thread."""
         key = (command, getattr(self._local, "run_id", None))

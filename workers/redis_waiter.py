@@ -1,9 +1,13 @@
-"""Wait for a Redis list to become non-empty without polling: a blocking peek.
+"""Wait for a message on a Redis list without polling, waking one waiter per message.
 
-``BLMOVE key key LEFT LEFT timeout`` pops the head of the list and pushes it back where
-it was, in one atomic step: the list is unchanged, and the call returns as soon as any
-producer (ours or stock Dramatiq's, which need not cooperate) pushes to it. It is one
-billed command per wake-up or per ``timeout``, instead of one script call a second.
+``BLMOVE queue taken LEFT RIGHT timeout`` moves the head id of the queue list to the
+consumer's own "taken" list in one atomic step and returns as soon as any producer
+(ours or stock Dramatiq's, which need not cooperate) pushes to the queue. The id moves
+away, so Redis hands each pushed id to one blocked waiter only: a push of one message
+wakes one consumer, a group of n wakes at most n (each then fetches more for its idle
+threads). The consumer's fetch script then takes the taken id (and more) into its acks
+set; an id left in a taken list by a process that died in between is requeued by
+maintenance. One billed command per wake-up or per ``timeout``, none while waiting.
 
 The blocking call runs on a thread and a connection of its own, so the consumer thread
 keeps returning to Dramatiq's worker loop (shutdown, delayed messages) without a
@@ -65,11 +69,12 @@ def blocking_client(client: redis.Redis, safety_interval: float) -> redis.Redis:
 
 
 class ListWaiter:
-    """Blocks on one Redis list while armed and calls ``on_ready`` when it has an element.
+    """Blocks on a Redis list while armed; moves an id to ``destination``, calls ``on_ready``.
 
     Parameters:
       client(redis.Redis): The broker's client; the waiter makes its own connection like it.
       key(str): The full key of the list (``dramatiq:default``).
+      destination(str): The list the id that ends a wait is moved to (the consumer's own).
       timeout(float): Longest single blocking call, in seconds; a timed-out call is
         simply issued again, so this bounds how long a lost wait can go unnoticed when
         keepalive probes cannot tell (a proxy that answers them itself).
@@ -79,10 +84,18 @@ class ListWaiter:
     """
 
     def __init__(
-        self, client: redis.Redis, key: str, *, timeout: float, safety_interval: float, on_ready
+        self,
+        client: redis.Redis,
+        key: str,
+        *,
+        destination: str,
+        timeout: float,
+        safety_interval: float,
+        on_ready,
     ) -> None:
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.key = key
+        self.destination = destination
         self.timeout = timeout
         self._client = blocking_client(client, safety_interval)
         self._on_ready = on_ready
@@ -93,7 +106,7 @@ class ListWaiter:
         self._thread: threading.Thread | None = None
 
     def arm(self) -> None:
-        """Start (or keep) waiting for the list to have an element."""
+        """Start (or keep) waiting: the next id pushed is moved to ``destination``."""
         if self._closed or self._ready.is_set():
             return
         if self._thread is None:
@@ -102,7 +115,7 @@ class ListWaiter:
         self._armed.set()
 
     def take_ready(self) -> bool:
-        """Return True, once, when the list was seen non-empty (or an error happened)."""
+        """Return True, once, when an id was moved (or an error happened: one may have been)."""
         if self._ready.is_set():
             self._ready.clear()
             return True
@@ -132,7 +145,9 @@ class ListWaiter:
             if self._closed:
                 return
             try:
-                found = self._client.blmove(self.key, self.key, self.timeout, "LEFT", "LEFT")
+                found = self._client.blmove(
+                    self.key, self.destination, self.timeout, "LEFT", "RIGHT"
+                )
             except (redis.RedisError, OSError, ValueError) as error:
                 # OSError/ValueError: redis-py reading a socket that close() just shut.
                 if self._closed:

@@ -8,6 +8,7 @@ for ours only; they bill ``MONITOR`` output the way a per-command host does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from typing import Any
 
 import dramatiq
 import pytest
+import redis
 from dramatiq import Worker
 from redis_kit import (
     KINDS,
@@ -327,6 +329,94 @@ def test_dropped_connections_lose_and_duplicate_nothing(in_process, redis_server
     assert tokens == sorted([f"busy{i}" for i in range(8)] + [f"idle{i}" for i in range(4)])
 
 
+# --- acks and maintenance -----------------------------------------------------------
+
+
+def run_maintenance(broker: Any, kind: str) -> None:
+    """Run one maintenance pass on queue ``kit-a`` (stock: any call, at chance 1,000,000)."""
+    if kind == "stock":
+        broker.do_qsize("kit-a")
+    else:
+        broker.maintain("kit-a", "kit-a.DQ")
+
+
+@pytest.fixture
+def cut_after_first_command(monkeypatch: pytest.MonkeyPatch) -> Callable[[], Any]:
+    """Return a context manager in which only the first command (or first command of a
+    pipeline) reaches Redis, then the connection fails: a process dying mid-operation."""
+
+    @contextlib.contextmanager
+    def cut() -> Iterator[None]:
+        sent: list[str] = []
+        execute_command, execute = redis.Redis.execute_command, redis.client.Pipeline.execute
+
+        def one_command(client: Any, *args: Any, **options: Any) -> Any:
+            if sent:
+                raise redis.ConnectionError("the process died here")
+            sent.append(str(args[0]))
+            return execute_command(client, *args, **options)
+
+        def first_of_pipeline(pipe: Any, *args: Any, **options: Any) -> Any:
+            pipe.command_stack = pipe.command_stack[:1]
+            sent.append("pipeline")
+            execute(pipe, *args, **options)
+            raise redis.ConnectionError("the process died here")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(redis.Redis, "execute_command", one_command)
+            patch.setattr(redis.client.Pipeline, "execute", first_of_pipeline)
+            yield
+
+    return cut
+
+
+def test_an_ack_cut_short_leaves_nothing_behind(
+    kind, redis_url, redis_server, log_path, cut_after_first_command
+):
+    # Given a worker process holding a message it has run (1 s heartbeat timeout)
+    options = {"heartbeat_timeout": 1_000, "maintenance_chance": 1_000_000}
+    dying = make_broker(kind, redis_url, **options)
+    declare_actors(dying, str(log_path))["record"].send("cut-short")
+    consumer = dying.consume("kit-a", prefetch=1, timeout=100)
+    message = wait_until(lambda: next(consumer), 10, "the message to be fetched")
+
+    # When it dies in the middle of acking it (only its first command reaches Redis)
+    with cut_after_first_command(), contextlib.suppress(redis.ConnectionError):
+        dying.do_ack("kit-a", message.options["redis_message_id"])
+    if kind == "frugal":
+        dying.heartbeat.close()
+
+    # Then once another worker finds it dead, nothing of the message is left in Redis
+    survivor = make_broker(kind, redis_url, **options)
+    with redis_server.client() as client:
+
+        def cleaned() -> bool:
+            run_maintenance(survivor, kind)
+            return not client.keys("dramatiq:__acks__.*")
+
+        wait_until(cleaned, 10, "the dead worker's acks to be cleaned up")
+        assert not client.exists("dramatiq:kit-a.msgs", "dramatiq:kit-a")
+    survivor.close()
+
+
+def test_every_expired_dead_letter_is_removed_in_one_pass(kind, redis_url, redis_server):
+    # Given 2,500 dead letters past their time to live and a fresh one
+    broker = make_broker(kind, redis_url, dead_message_ttl=60_000, maintenance_chance=1_000_000)
+    expired = {f"dead-{i}": 1_000 + i for i in range(2_500)}
+    fresh = {"fresh": time.time() * 1000}
+    with redis_server.client() as client:
+        client.zadd("dramatiq:kit-a.XQ", {**expired, **fresh})
+        client.hset("dramatiq:kit-a.XQ.msgs", mapping={k: b"{}" for k in {**expired, **fresh}})
+
+        # When one maintenance pass runs
+        run_maintenance(broker, kind)
+
+        # Then all expired ones are gone, data included, and the fresh one stays
+        assert client.zrange("dramatiq:kit-a.XQ", 0, -1) == [b"fresh"]
+        assert client.hkeys("dramatiq:kit-a.XQ.msgs") == [b"fresh"]
+    broker.close()
+
+
 # --- ours only: stock producers, shutdown, commands ---------------------------------
 
 
@@ -465,10 +555,11 @@ def test_a_burst_of_tasks_costs_few_commands_each(in_process, meter):
     time.sleep(0.5)  # acks are written after the actor returns
     billed = meter.bill(start, time.time())
 
-    # Then everything (enqueue, wake-up, fetch, ack, heartbeat) costs at most 8 per task
+    # Then everything (enqueue, wake-up, fetch, ack, heartbeat) costs at most 6 per task,
+    # acks going out in batches (one HDEL and one SREM for several)
     assert billed["HSET"] == billed["RPUSH"] == 20
-    assert billed["SREM"] == billed["HDEL"] == 20
-    assert sum(billed.values()) <= 8 * 20, billed
+    assert billed["SREM"] == billed["HDEL"] < 20
+    assert sum(billed.values()) <= 6 * 20, billed
 
 
 @pytest.mark.parametrize("kind", ["frugal"])
@@ -484,7 +575,7 @@ def test_one_task_at_a_time_costs_a_bounded_number_of_commands(in_process, meter
     time.sleep(0.5)
     billed = meter.bill(start, time.time())
 
-    # Then each costs enqueue 2 + wake-up 1 + fetch 4 + ack 2, plus a rare heartbeat
+    # Then each costs enqueue 2 + wake-up 1 + fetch 5 + ack 2, plus a rare heartbeat
     assert sum(billed.values()) <= 10 * 10, billed
 
 
@@ -509,3 +600,148 @@ def test_a_batched_group_is_enqueued_in_two_commands(in_process, meter):
     assert (billed["HSET"], billed["RPUSH"]) == (1, 1), billed
     time.sleep(0.5)
     assert sorted(e["token"] for e in ends(in_process.log)) == [f"g{i}" for i in range(5)]
+
+
+# --- ours only: scaling out ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["frugal"])
+def test_acks_finished_together_go_out_together(start_in_process, meter, redis_server):
+    # Given an idle worker with 8 threads
+    running = start_in_process(threads=8)
+    time.sleep(1)
+
+    # When a group of 5 messages that finish together runs
+    start = time.time()
+    with running.broker.batched_enqueues():
+        for i in range(5):
+            running.actors["record"].send(f"t{i}", 0.3)
+    wait_until(lambda: len(ends(running.log)) >= 5, 15, "the group")
+    with redis_server.client() as client:
+        wait_until(lambda: not client.exists(running.acks_key()), 5, "the acks")
+    billed = meter.bill(start, time.time())
+
+    # Then their acks cost one HDEL and one SREM (two if the machine spread them out)
+    assert billed["HDEL"] == billed["SREM"] <= 2, billed
+
+
+@pytest.mark.parametrize("kind", ["frugal"])
+def test_a_push_wakes_one_idle_worker_not_all(start_in_process, meter):
+    # Given three idle workers on the same queues
+    workers = [start_in_process() for _ in range(3)]
+    time.sleep(1.5)
+
+    # When one message is sent
+    start = time.time()
+    workers[0].actors["record"].send("one")
+    wait_until(lambda: ends(workers[0].log, "one"), 10, "the message")
+    time.sleep(0.5)  # its ack
+    billed = meter.bill(start, time.time())
+
+    # Then one worker fetched it (one script call) and re-armed its wait; the other two
+    # slept through it: enqueue 2 + wait 1 + fetch 5 + ack 2
+    assert billed["EVALSHA"] == 1, billed
+    assert billed["BLMOVE"] == 1, billed
+    assert sum(billed.values()) <= 10, billed
+
+
+@pytest.mark.parametrize("kind", ["frugal"])
+def test_a_worker_holds_no_more_than_its_threads_and_the_margin(start_in_process, redis_server):
+    # Given a worker with 2 threads and a margin of 1 (Dramatiq would prefetch 4)
+    running = start_in_process(threads=2, fetch_margin=1)
+
+    # When 10 slow messages are sent
+    for i in range(10):
+        running.actors["record"].send(f"h{i}", 0.2)
+
+    # Then it never holds more than 3, and runs them all
+    held = []
+    with redis_server.client() as client:
+        while len(ends(running.log)) < 10:
+            held.append(client.scard(running.acks_key()))
+            assert len(held) < 600, "the messages did not all run in time"
+            time.sleep(0.02)
+    assert max(held) == 3
+    assert len(ends(running.log)) == 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["frugal"])
+def test_a_group_spreads_over_the_idle_threads_of_two_processes(
+    kind, redis_url, redis_server, log_path, worker_processes
+):
+    # Given two idle worker processes with 3 threads each
+    worker_processes(threads=3)
+    worker_processes(threads=3)
+    producer = make_broker(kind, redis_url)
+    actors = declare_actors(producer, str(log_path))
+    with redis_server.client() as client:
+        # Both idle: 2 processes x 4 lists (2 queues and their delay queues) waiting
+        def waiting() -> bool:
+            return sum(c["cmd"] == "blmove" for c in client.client_list()) >= 8
+
+        wait_until(waiting, 30, "both processes to wait")
+
+    # When a group of 5 one-second messages is sent in one batch
+    with producer.batched_enqueues():
+        for i in range(5):
+            actors["record"].send(f"g{i}", 1.0)
+
+    # Then both processes take part, neither runs more than its threads, and all 5
+    # start together (none waits in a busy process while threads are idle elsewhere)
+    wait_until(lambda: len(ends(log_path)) >= 5, 20, "the group")
+    started = starts(log_path)
+    by_process = [sum(1 for e in started if e["pid"] == pid) for pid in {e["pid"] for e in started}]
+    assert sorted(by_process) == [2, 3], started
+    stamps = [e["t"] for e in started]
+    assert max(stamps) - min(stamps) < 0.8, stamps
+    producer.close()
+
+
+def _plant_held_message(client: redis.Redis, message: dramatiq.Message, worker: str, key: str):
+    """Store ``message`` as held by ``worker`` under ``key`` (its acks set or taken list),
+    with a fresh heartbeat: what a worker that fetched it and died leaves behind."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset("dramatiq:kit-a.msgs", message.message_id, message.encode())
+        if key.endswith(".taken"):
+            pipe.rpush(key, message.message_id)
+        else:
+            pipe.sadd(key, message.message_id)
+            pipe.zadd("dramatiq:__heartbeats__", {worker: time.time() * 1000})
+        pipe.execute()
+
+
+@pytest.mark.parametrize("kind", ["frugal"])
+def test_a_dead_workers_messages_are_requeued_within_a_few_heartbeat_timeouts(
+    start_in_process, redis_server
+):
+    # Given an idle worker (1 s heartbeat timeout, hourly idle maintenance), settled
+    running = start_in_process(heartbeat_timeout=1_000, maintenance_interval=3_600_000)
+    time.sleep(3.5)  # past its first maintenance passes: idle schedule
+
+    # When another worker dies holding a message, and work comes in
+    orphan = running.actors["record"].message("orphan")
+    with redis_server.client() as client:
+        _plant_held_message(client, orphan, "gone", "dramatiq:__acks__.gone.kit-a")
+    poked = time.time()
+    running.actors["record"].send("poke")
+
+    # Then the dead worker's message runs within a few timeouts, not an hour later
+    (end,) = wait_until(lambda: ends(running.log, "orphan"), 10, "the orphan to be requeued")
+    assert end["t"] - poked < 4.0
+
+
+@pytest.mark.parametrize("kind", ["frugal"])
+def test_an_id_a_dying_process_had_just_taken_is_requeued(start_in_process, redis_server):
+    # Given a worker with fast maintenance
+    running = start_in_process(heartbeat_timeout=1_000, maintenance_interval=300)
+
+    # When a process without a heartbeat left an id in its taken list (it died between
+    # the wait that moved the id and the fetch)
+    orphan = running.actors["record"].message("taken")
+    with redis_server.client() as client:
+        _plant_held_message(client, orphan, "gone", "dramatiq:__acks__.gone.kit-a.taken")
+
+        # Then the message runs, and the taken list is gone
+        wait_until(lambda: ends(running.log, "taken"), 10, "the taken id to be requeued")
+        assert not client.exists("dramatiq:__acks__.gone.kit-a.taken")

@@ -1,21 +1,37 @@
--- Fetch up to ARGV[1] message ids from a queue list and mark them unacked for a worker.
+-- Take up to ARGV[1] message ids for a worker and mark them unacked.
 --
 -- Same layout as Dramatiq's dispatch.lua, fewer calls: one LPOP with a count instead of
 -- one per message, and the heartbeat only when the caller asks for it (it keeps its own
 -- heartbeat fresh while it holds messages, so most fetches need none).
 --
--- KEYS: queue list, worker's acks set for the queue, queue's message hash, heartbeats zset
--- ARGV: count, write_heartbeat ("1" or "0"), worker id, timestamp (ms)
+-- The ids come first from the consumer's "taken" list (where its blocking wait moved the
+-- id that woke it, when ARGV[5] is "1"), then from the head of the queue list.
+--
+-- KEYS: queue list, worker's acks set for the queue, queue's message hash, heartbeats zset,
+--       consumer's taken list
+-- ARGV: count, write_heartbeat ("1" or "0"), worker id, timestamp (ms), look at taken ("1"/"0")
 -- Returns: a flat list {id1, data1, id2, data2, ...}; ids whose data is gone are dropped.
 
-local queue, acks, messages, heartbeats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local queue, acks, messages, heartbeats, taken = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local count = tonumber(ARGV[1])
 
 if ARGV[2] == "1" then
     redis.call("zadd", heartbeats, ARGV[4], ARGV[3])
 end
 
-local ids = redis.call("lpop", queue, ARGV[1])
-if not ids then
+local ids = {}
+if ARGV[5] == "1" then
+    ids = redis.call("lpop", taken, count) or {}
+end
+if #ids < count then
+    local more = redis.call("lpop", queue, count - #ids)
+    if more then
+        for _, id in ipairs(more) do
+            ids[#ids + 1] = id
+        end
+    end
+end
+if #ids == 0 then
     return {}
 end
 
