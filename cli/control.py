@@ -47,7 +47,7 @@ def retry_command(settings: Settings, job_id: int, wait: bool) -> None:
         raise SystemExit(follow_embedded(settings, broker, job_id, retrying))
     click.echo(retrying)
     if wait:
-        raise SystemExit(follow_job(job_id))
+        raise SystemExit(follow_job(settings, job_id))
 
 
 @click.group("schedule")

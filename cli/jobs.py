@@ -20,15 +20,21 @@ EMBEDDED_NOTE = (
 )
 
 
-def follow_job(job_id: int, job: dict[str, Any] | None = None) -> int:
+def follow_job(settings: Settings, job_id: int, job: dict[str, Any] | None = None) -> int:
     """Render the job's progress from pushed events until it ends; return an exit code.
 
     ``job`` is its snapshot when the caller took one (before any worker could move it).
+    When this process would not be told of the job's progress (SQLite, another process
+    runs it), it says so and shows the job as it stands.
     """
     from db import jobs, listen
+    from workers import embedded
 
     job = job or jobs.snapshot(job_id)
-    if job["finished_at"] is None:
+    unheard = job["finished_at"] is None and embedded.unheard_reason(settings)
+    if unheard:
+        click.echo(f"Cannot follow job {job_id} live: {unheard}. As it stands now:", err=True)
+    elif job["finished_at"] is None:
         render.follow(job, listen.watch(job_id, after_seq=job["event_seq"]))
         job = jobs.snapshot(job_id)
     click.echo(render.summary(job))
@@ -75,7 +81,7 @@ def follow_embedded(settings: Settings, broker: Any, job_id: int, started: str) 
     job = jobs.snapshot(job_id)
     with EmbeddedWorker(broker, threads=settings.EMBEDDED_WORKER_THREADS):
         click.echo(started)
-        return follow_job(job_id, job)
+        return follow_job(settings, job_id, job)
 
 
 @click.command("enqueue")
@@ -100,7 +106,7 @@ def enqueue_command(
     job_id = submit(settings, project_id, batch_size)
     click.echo(f"Enqueued job {job_id}.")
     if wait:
-        raise SystemExit(follow_job(job_id))
+        raise SystemExit(follow_job(settings, job_id))
 
 
 @click.command("status")
@@ -117,7 +123,7 @@ def status_command(settings: Settings, job_id: int, follow: bool) -> None:
     except jobs.NotFoundError as error:
         raise click.BadParameter(str(error), param_hint="JOB_ID") from None
     if follow:
-        raise SystemExit(follow_job(job_id))
+        raise SystemExit(follow_job(settings, job_id))
     click.echo(render.summary(job))
     for batch in job["batches"]:
         click.echo(

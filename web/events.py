@@ -233,6 +233,7 @@ def job_events(job_id: int) -> Response:
         if isinstance(error, jobs.NotFoundError):
             raise ApiError(404, f"Job {job_id} does not exist.") from None
         raise
+    opening = _unless_unheard(opening)
     frames, _, done, _ = opening
     if done and not frames:
         _release(job_id, hub, registry, wakeups)
@@ -243,6 +244,25 @@ def job_events(job_id: int) -> Response:
     # where the generator's own ``finally`` would not run.
     response.call_on_close(lambda: _release(job_id, hub, registry, wakeups))
     return response
+
+
+def _unless_unheard(opening: Opening) -> Opening:
+    """End a stream this process could not keep live, saying why (an ``unfollowable`` event).
+
+    On SQLite a job run by another process commits events nobody announces here: the
+    stream would look live and stay frozen. The page says so instead, and a reload (a
+    new stream) shows the newest figures.
+    """
+    frames, seq, done, more = opening
+    if done:
+        return opening
+    from workers import embedded
+
+    reason = embedded.unheard_reason(current_app.config["HANDSON"])
+    if reason is None:
+        return opening
+    message = f"Not live: {reason}. Reload the page for newer figures."
+    return [*frames, frame({"message": message}, event="unfollowable")], seq, True, more
 
 
 def _run(

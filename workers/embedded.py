@@ -89,17 +89,17 @@ def resume_abandoned() -> list[int]:
 def unheard_reason(settings: Settings) -> str | None:
     """Say why this process is not told of the progress of running jobs (None: it is).
 
-    PostgreSQL announces every commit to every process (``LISTEN``); SQLite has no such
-    thing, and the in-process signal only reaches watchers in the writing process.
+    PostgreSQL announces every commit to every process (``LISTEN``). SQLite has no such
+    thing: the in-process signal reaches only watchers in the writing process, which is
+    the holder of the embedded lock, or a worker process when ``REDIS_URL`` is set.
     """
     if sa.make_url(settings.DATABASE_URL).get_backend_name() != "sqlite":
         return None
     if not settings.embedded:
-        return "its tasks run in worker processes, whose progress SQLite does not announce here"
-    holder = embedded_lock.other_holder(settings.DATABASE_URL)
-    if holder is not None:
-        return (
-            f"it runs in {embedded_lock.describe(holder)}, whose progress SQLite does not"
-            " announce to this process"
-        )
-    return None
+        where = "worker processes"
+    else:
+        holder = embedded_lock.other_holder(settings.DATABASE_URL)
+        if holder is None:
+            return None
+        where = embedded_lock.describe(holder)
+    return f"this job runs in {where}, and on SQLite no process is told of another's progress"

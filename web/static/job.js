@@ -332,6 +332,13 @@
       finish();
       if (!over) { text("connection", "live updates stopped: reload the page to resume"); }
     };
+    // This server is not told of the job's progress (another process runs it, on
+    // SQLite): say so rather than show frozen figures as live.
+    source.addEventListener("unfollowable", function (e) {
+      finish();
+      text("connection", JSON.parse(e.data).message);
+      root.dataset.live = "unfollowable";
+    });
     source.addEventListener("snapshot", function (e) {
       applySnapshot(JSON.parse(e.data));
       render();
