@@ -21,12 +21,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 import pipelines
 from db import control, jobs, projects
 from web import download, forms, queries
+from web.expired import check_csrf_or_recover
 from web.markdown import render
-from web.security import check_csrf
 from workers import dispatch
 
 bp = Blueprint("views", __name__)
-bp.before_request(check_csrf)
+bp.before_request(check_csrf_or_recover)
 
 #: Jobs per page of the jobs list.
 JOBS_PER_PAGE = 20
