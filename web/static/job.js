@@ -24,6 +24,7 @@
     createdAt: Date.parse(root.dataset.createdAt),
     finishedAt: root.dataset.finishedAt ? Date.parse(root.dataset.finishedAt) : null,
     currentBatch: null,
+    resyncing: false,  // a retry or cancel was seen; its snapshot is on the way
     totalBatches: Number(document.getElementById("count-batches-total").textContent) || 0
   };
   var announced = job.status;
@@ -248,8 +249,9 @@
     });
   }
 
+  // Said once per status change; after a retry or a cancel, once the fresh snapshot is in.
   function announce(counts, finished, total) {
-    if (job.status === announced) { return; }
+    if (job.status === announced || job.resyncing) { return; }
     announced = job.status;
     var message = "Job " + jobId + " " + job.status + ": " + finished + " of " + total + " tasks done";
     if (counts.failed) { message += ", " + counts.failed + " failed"; }
@@ -340,15 +342,17 @@
       root.dataset.live = "unfollowable";
     });
     source.addEventListener("snapshot", function (e) {
+      job.resyncing = false;
       applySnapshot(JSON.parse(e.data));
       render();
       if (job.finishedAt) { finish(); }
     });
     source.onmessage = function (e) {
       var ev = JSON.parse(e.data);
+      job.resyncing = RESYNC_EVENTS.indexOf(ev.type) >= 0;
       applyEvent(ev);
       render();
-      if (RESYNC_EVENTS.indexOf(ev.type) >= 0) {
+      if (job.resyncing) {
         connect();
       } else if (FINAL_EVENTS.indexOf(ev.type) >= 0) {
         finish();
