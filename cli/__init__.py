@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
-from cli import budget, control, db_commands, demo, jobs, projects, serve
+from cli import budget, control, db_commands, demo, jobs, logs, projects, serve
 from settings import SettingsError, from_env
 
 #: Exit code of a command that went well (click uses 2 for usage errors).
@@ -15,6 +13,7 @@ RET_OK = 0
 HELP_EPILOG = """\b
 Examples:
   handson demo                            run the 62-task sample, embedded
+  handson --verbose demo                  the same, with INFO log lines
   handson import project.json             store a project from a JSON file
   handson enqueue 1 --batch-size 5 --wait start a job and follow it live
   handson status 7 --follow               show a job, then follow it
@@ -26,19 +25,22 @@ Examples:
 
 
 @click.group(epilog=HELP_EPILOG)
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Log at LOG_LEVEL (INFO), not only warnings (`handson serve` always does).",
+)
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, verbose: bool) -> None:
     """Generate AI-written hands-on guides for every task of a project."""
     if ctx.obj is None:
         try:
             ctx.obj = from_env()
         except SettingsError as error:
             raise click.UsageError(str(error)) from None
-    logging.basicConfig(
-        level=ctx.obj.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Migration chatter would drown the command's own output.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # A server's log is its output; a command's own output is the progress and summary.
+    logs.configure(ctx.obj.LOG_LEVEL, verbose=verbose or ctx.invoked_subcommand == "serve")
 
 
 for command in (

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
 
 BAR_WIDTH = 30
+#: Clears the terminal line the cursor is on (the progress line).
+CLEAR_LINE = "\r\x1b[K"
+
+#: Held while the progress line or a log line is written: worker threads log meanwhile.
+_terminal = threading.RLock()
+#: The progress view whose line is on the terminal now, if any.
+_drawn: ProgressView | None = None
+
+
+def write_above(write: Callable[[], None]) -> None:
+    """Call ``write`` (which writes whole lines) above the progress line, if one is drawn."""
+    with _terminal:
+        if _drawn is not None:
+            click.echo(CLEAR_LINE, nl=False)
+        write()
+        if _drawn is not None:
+            _drawn.draw()
 
 
 def _elapsed(seconds: float) -> str:
@@ -55,14 +73,24 @@ class ProgressView:
         if event["type"] == "batch_started":
             self.batch, self.mode = payload["batch"], payload["mode"]
         if self.tty:
-            click.echo("\r" + self.line(), nl=False)
+            self.draw()
         elif event["type"] == "batch_completed":
             click.echo(self.line())
 
+    def draw(self) -> None:
+        """Draw the progress line over the current terminal line."""
+        global _drawn
+        with _terminal:
+            click.echo(CLEAR_LINE + self.line(), nl=False)
+            _drawn = self
+
     def close(self) -> None:
         """End the progress line."""
-        if self.tty:
-            click.echo()
+        global _drawn
+        with _terminal:
+            if self.tty:
+                click.echo()
+            _drawn = None
 
 
 def follow(job: dict[str, Any], events: Iterable[dict[str, Any]]) -> None:
