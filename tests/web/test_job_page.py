@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import sqlalchemy as sa
 from webkit import LiveServer
@@ -88,6 +89,7 @@ POSITIONS = """([selector, word]) => {
     return range.getBoundingClientRect().left;
   });
 }"""
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 LIVE_OPEN = "() => document.getElementById('job').dataset.live === 'open'"
 LIVE_ENDED = "() => document.getElementById('job').dataset.live === 'ended'"
 
@@ -156,6 +158,8 @@ def test_cancel_asks_first_and_keeps_focus_sensibly(
     page.wait_for_function(f"() => ({focused})() === 'cancel-no'")
     assert page.is_visible("#cancel-yes")
     assert "not finished will not run" in page.inner_text("#cancel-question")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#job-actions").screenshot(path=str(ARTIFACTS / "cancel-question.png"))
 
     # Escape, or "Keep it running", closes it and gives focus back; nothing is cancelled
     page.keyboard.press("Escape")
@@ -173,6 +177,7 @@ def test_cancel_asks_first_and_keeps_focus_sensibly(
     assert page.inner_text("#notice") == "Job cancelled."
     assert page.is_hidden("#cancel-form")
     assert jobs.snapshot(job_id)["status"] == "cancelled"
+    page.screenshot(path=str(ARTIFACTS / "job-cancelled.png"))
     assert page.console_errors == []
 
 
