@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli import budget, control, db_commands, demo, jobs, logs, projects, serve
+from cli import budget, control, db_commands, demo, export, jobs, logs, projects, serve
 from settings import SettingsError, from_env
 
 #: Exit code of a command that went well (click uses 2 for usage errors).
@@ -20,6 +20,7 @@ Examples:
   handson retry 7 --wait                  rerun the failed tasks of job 7
   handson schedule add 1 --cron '0 3 * * *'  generate project 1 nightly
   handson budget                          Redis commands, PostgreSQL connections
+  handson export 1 -o guides/            project 1's guides as Markdown files
   handson db upgrade                      apply database migrations
 """
 
@@ -53,6 +54,7 @@ for command in (
     control.schedule,
     budget.budget_command,
     demo.demo_command,
+    export.export_command,
     serve.serve_command,
 ):
     cli.add_command(command)
