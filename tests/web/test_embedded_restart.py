@@ -102,11 +102,11 @@ def cli_env(database_url: str, **env: str) -> dict[str, str]:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Return ``start(database_url, **env)``: a server on a free port (``PORT``), serving."""
+    """Return ``start(database_url, port=None, **env)``: a server (``PORT``), serving."""
     started: list[Server] = []
 
-    def start(database_url: str, **env: str) -> Server:
-        port = free_port()
+    def start(database_url: str, port: int | None = None, **env: str) -> Server:
+        port = port or free_port()
         log = tmp_path / f"serve-{len(started)}.log"
         process = subprocess.Popen(
             [sys.executable, "-m", "cli", "serve"],
@@ -243,3 +243,28 @@ def test_a_port_in_use_is_said_before_serving(tmp_path, sqlite_url):
     assert f"Port {port} is in use" in result.stderr
     assert f"PORT={port + 1} make run" in result.stderr
     assert "Serving on" not in result.stdout
+
+
+def test_the_job_page_follows_the_job_through_ctrl_c_and_a_restart(serve, sqlite_url, page):
+    # Given the job page open in a browser while the job runs
+    first = serve(sqlite_url)
+    job_id = first.post("/api/task_hands_on/generate_all", {"project_id": 1})["job_id"]
+    page.goto(f"http://127.0.0.1:{first.port}/jobs/{job_id}")
+    page.wait_for_function("() => Number(document.getElementById('count-done').textContent) >= 5")
+
+    # When the server is stopped with Ctrl+C, the page says it is reconnecting
+    assert first.interrupt() == 0
+    page.wait_for_function(
+        "() => document.getElementById('connection').textContent.includes('reconnecting')"
+    )
+
+    # ...and started again on the same port
+    serve(sqlite_url, port=first.port)
+
+    # Then the page picks the job up where it was and shows it to its end
+    page.wait_for_function(
+        "() => document.getElementById('job-status').textContent.trim() === 'succeeded'",
+        timeout=FOLLOW_TIMEOUT_S * 1000,
+    )
+    done = page.text_content("#count-done")
+    assert done == page.text_content("#count-total") == "62"

@@ -86,3 +86,20 @@ def test_status_follow_of_a_job_run_elsewhere_says_it_cannot_follow(sqlite_url, 
     assert f"Cannot follow job {job_id} live" in result.output
     assert f"handson enqueue (pid {other_process.pid})" in result.output
     assert f"Job {job_id} (Elsewhere): running" in result.output
+
+
+def test_the_job_page_of_a_job_run_elsewhere_says_not_live(
+    sqlite_url, other_process, live_factory, page
+):
+    # Given a running job, and another process running the database's embedded worker
+    live = live_factory(sqlite_url, worker=False)
+    job_id = start_job(live.app.test_client())
+
+    # When its page is opened in a browser
+    page.goto(f"{live.base_url}/jobs/{job_id}")
+
+    # Then it says it is not live and why, instead of "live"
+    page.wait_for_function("() => document.getElementById('job').dataset.live === 'unfollowable'")
+    connection = page.text_content("#connection")
+    assert connection.startswith("Not live: this job runs in handson enqueue"), connection
+    assert "Reload the page" in connection
