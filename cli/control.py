@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 import pipelines
+from cli import params
 from cli.context import open_database, open_workers, pass_settings
 from settings import Settings
 
 
 @click.command("cancel")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=params.JOB_ID)
 @pass_settings
 def cancel_command(settings: Settings, job_id: int) -> None:
     """Cancel JOB_ID: unfinished tasks end cancelled, later batches never start."""
@@ -26,7 +27,7 @@ def cancel_command(settings: Settings, job_id: int) -> None:
 
 
 @click.command("retry")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=params.JOB_ID)
 @click.option("--wait", is_flag=True, help="Follow the job live until it ends.")
 @pass_settings
 def retry_command(settings: Settings, job_id: int, wait: bool) -> None:
@@ -56,9 +57,11 @@ def schedule() -> None:
 
 
 @schedule.command("add")
-@click.argument("project_id", type=int)
+@click.argument("project_id", type=params.PROJECT_ID)
 @click.option("--cron", required=True, help="Crontab expression in UTC, e.g. '0 3 * * *'.")
-@click.option("--batch-size", type=int, default=None, help="Tasks per batch [default: 5].")
+@click.option(
+    "--batch-size", type=params.NUMBER, default=None, help="Tasks per batch [default: 5]."
+)
 @pass_settings
 def schedule_add_command(
     settings: Settings, project_id: int, cron: str, batch_size: int | None
@@ -99,7 +102,7 @@ def schedule_list_command(settings: Settings) -> None:
 
 
 @schedule.command("rm")
-@click.argument("schedule_id", type=int)
+@click.argument("schedule_id", type=params.SCHEDULE_ID)
 @pass_settings
 def schedule_rm_command(settings: Settings, schedule_id: int) -> None:
     """Delete SCHEDULE_ID."""

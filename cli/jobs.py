@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 import pipelines
-from cli import render
+from cli import params, render
 from cli.context import open_database, open_workers, pass_settings
 from settings import Settings
 
@@ -85,9 +85,12 @@ def follow_embedded(settings: Settings, broker: Any, job_id: int, started: str) 
 
 
 @click.command("enqueue")
-@click.argument("project_id", type=int)
+@click.argument("project_id", type=params.PROJECT_ID)
 @click.option(
-    "--batch-size", type=int, default=None, help="Tasks per batch [default: BATCH_SIZE, 5]."
+    "--batch-size",
+    type=params.NUMBER,
+    default=None,
+    help="Tasks per batch [default: BATCH_SIZE, 5].",
 )
 @click.option("--wait", is_flag=True, help="Follow the job's progress live until it ends.")
 @pass_settings
@@ -110,7 +113,7 @@ def enqueue_command(
 
 
 @click.command("status")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=params.JOB_ID)
 @click.option("--follow", is_flag=True, help="Follow the job live until it ends.")
 @pass_settings
 def status_command(settings: Settings, job_id: int, follow: bool) -> None:

@@ -26,7 +26,11 @@ def load_project_file(path: Path, settings: Settings) -> int:
             param_hint="FILE",
         )
     try:
-        spec = projects.parse_project_json(path.read_bytes(), max_tasks=settings.MAX_TASKS)
+        spec = projects.parse_project_json(
+            path.read_bytes(),
+            max_tasks=settings.MAX_TASKS,
+            max_bytes=settings.MAX_CONTENT_LENGTH,
+        )
     except pipelines.PlanError as error:
         where = f" ({error.field})" if error.field else ""
         raise click.BadParameter(f"{error}{where}", param_hint=f"FILE {path}") from None

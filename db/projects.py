@@ -13,12 +13,12 @@ means "depends on the third task"); keys are unique within the project.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import sqlalchemy as sa
 
 import pipelines
+from db import inputs
 from db.engine import session_scope
 from db.models import Project, Task
 
@@ -58,6 +58,9 @@ def _text(
         value = str(value)  # a key may be a task's position: "depends_on": [3]
     if not isinstance(value, str):
         raise ProjectFormatError(f"{field} must be a string", field=field)
+    problem = inputs.text_problem(value)
+    if problem:
+        raise ProjectFormatError(f"{field} {problem}; remove it", field=field)
     value = value.strip()
     if required and not value:
         raise ProjectFormatError(f"{field} must not be empty", field=field)
@@ -122,20 +125,17 @@ def parse_project(data: Any, *, max_tasks: int) -> ProjectSpec:
     return spec
 
 
-def parse_project_json(text: str | bytes, *, max_tasks: int) -> ProjectSpec:
-    """Decode and validate an import file.
+def parse_project_json(text: str | bytes, *, max_tasks: int, max_bytes: int) -> ProjectSpec:
+    """Decode and validate an import file of at most ``max_bytes`` bytes.
 
     Raises:
-      PlanError: see :func:`parse_project`; malformed JSON names the line and column.
+      PlanError: see :func:`parse_project`; a :class:`ProjectFormatError` when the file
+        is too large, nested too deeply or not valid JSON (naming the line and column).
     """
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ProjectFormatError(
-            f"the file is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from None
-    except UnicodeDecodeError:
-        raise ProjectFormatError("the file is not UTF-8 text") from None
+        data = inputs.load_json(text, max_bytes=max_bytes)
+    except inputs.InvalidJsonError as error:
+        raise ProjectFormatError(f"the file is {error}") from None
     return parse_project(data, max_tasks=max_tasks)
 
 

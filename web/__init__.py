@@ -68,8 +68,9 @@ def create_app(
 
 
 def _register(app: Flask) -> None:
-    from web import api, errors, events, health, security, views
+    from web import api, errors, events, health, inputs, security, views
 
+    app.url_map.converters["id"] = inputs.IdConverter
     security.init_app(app)
     app.jinja_env.filters["when"] = when
     for blueprint in (errors.bp, views.bp, api.bp, events.bp, health.bp):

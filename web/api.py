@@ -14,13 +14,13 @@ import re
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, url_for
 
 import pipelines
 from db import control, jobs, projects
 from db.engine import session_scope
 from db.models import Job
-from web import queries
+from web import inputs, queries
 from web.errors import ApiError
 from web.markdown import render
 from web.security import check_api_token
@@ -41,42 +41,6 @@ def error_code(error: Exception) -> str:
 def plan_error(error: pipelines.PlanError) -> ApiError:
     """Turn a planning or import error into a 422 naming the field to fix."""
     return ApiError(422, str(error), code=error_code(error), field=error.field)
-
-
-def json_body() -> Any:
-    """Return the decoded JSON body.
-
-    Raises:
-      ApiError: 415 when the body is not JSON, 400 when it does not decode.
-    """
-    if not request.is_json:
-        raise ApiError(415, "Send the body as JSON, with Content-Type: application/json.")
-    data = request.get_json(silent=True)
-    if data is None:
-        raise ApiError(400, "The body is not valid JSON.", code="invalid_json")
-    return data
-
-
-def optional_json_object() -> dict[str, Any]:
-    """Return the JSON object body of a write whose body is optional; ``{}`` without one.
-
-    An empty body is accepted unless it comes as a form (``x-www-form-urlencoded``,
-    ``multipart/form-data``, ``text/plain``): a cross-site HTML form cannot post here.
-    A body-less ``fetch`` needs no CORS preflight, so a browser saying the request comes
-    from another site's page (``Sec-Fetch-Site: cross-site``) is refused too.
-
-    Raises:
-      ApiError: 403 from another site's page, 415 for a body (or empty form post) that
-        is not JSON, 400 when it does not decode, 422 when it is not an object.
-    """
-    if request.headers.get("Sec-Fetch-Site") == "cross-site":
-        raise ApiError(403, "This API does not take writes from another site's pages.")
-    if not request.content_length and (request.is_json or not request.mimetype):
-        return {}
-    data = json_body()
-    if not isinstance(data, dict):
-        raise ApiError(422, "The body must be a JSON object.", code="invalid")
-    return data
 
 
 def start_job(project_id: int, batch_size: Any) -> int:
@@ -109,7 +73,7 @@ def _accepted(job_id: int) -> tuple[Any, int, dict[str, str]]:
 @bp.post("/projects")
 def create_project() -> tuple[Any, int, dict[str, str]]:
     """Create a project from an import document; 201 with the project."""
-    data = json_body()
+    data = inputs.json_body()
     try:
         spec = projects.parse_project(data, max_tasks=current_app.config["HANDSON"].MAX_TASKS)
     except pipelines.PlanError as error:
@@ -119,7 +83,7 @@ def create_project() -> tuple[Any, int, dict[str, str]]:
     return jsonify(queries.project_data(project_id)), 201, {"Location": location}
 
 
-@bp.get("/projects/<int:project_id>")
+@bp.get("/projects/<id:project_id>")
 def get_project(project_id: int) -> Any:
     """Return a project with its tasks and their dependencies."""
     data = queries.project_data(project_id)
@@ -128,22 +92,18 @@ def get_project(project_id: int) -> Any:
     return jsonify(data)
 
 
-@bp.post("/projects/<int:project_id>/jobs")
+@bp.post("/projects/<id:project_id>/jobs")
 def create_job(project_id: int) -> tuple[Any, int, dict[str, str]]:
     """Start a generation job for the project; 202 ``{"job_id"}``. Body: ``{"batch_size"}``."""
-    data = optional_json_object()
+    data = inputs.optional_json_object()
     return _accepted(start_job(project_id, data.get("batch_size")))
 
 
 @bp.post("/task_hands_on/generate_all")
 def generate_all() -> tuple[Any, int, dict[str, str]]:
     """The origin's contract: ``{"project_id", "config": {"batch_size"}}`` -> 202 ``{"job_id"}``."""
-    data = json_body()
-    if not isinstance(data, dict):
-        raise ApiError(422, "The body must be a JSON object.", code="invalid")
-    project_id = data.get("project_id")
-    if isinstance(project_id, bool) or not isinstance(project_id, int):
-        raise ApiError(422, "project_id must be an integer.", field="project_id")
+    data = inputs.json_object()
+    project_id = inputs.json_id(data, "project_id", "Project")
     config = data.get("config")
     config = {} if config is None else config
     if not isinstance(config, dict):
@@ -154,12 +114,12 @@ def generate_all() -> tuple[Any, int, dict[str, str]]:
 @bp.get("/jobs")
 def list_jobs() -> Any:
     """Return jobs newest first, paginated: ``?page=1&per_page=20``."""
-    page = request.args.get("page", 1, type=int) or 1
-    per_page = min(request.args.get("per_page", 20, type=int) or 20, 100)
-    return jsonify(queries.jobs_page(max(page, 1), max(per_page, 1)))
+    page = inputs.query_int("page", 1)
+    per_page = inputs.query_int("per_page", 20, maximum=100)
+    return jsonify(queries.jobs_page(page, per_page))
 
 
-@bp.get("/jobs/<int:job_id>")
+@bp.get("/jobs/<id:job_id>")
 def get_job(job_id: int) -> Any:
     """Return the job: status, counters, batches and task runs."""
     try:
@@ -181,13 +141,13 @@ def _job_status(job_id: int) -> str:
     return str(status)
 
 
-@bp.post("/jobs/<int:job_id>/cancel")
+@bp.post("/jobs/<id:job_id>/cancel")
 def cancel_job(job_id: int) -> Any:
     """Cancel a running job; 200 ``{"job_id", "cancelled", "status"}``, idempotent.
 
     ``cancelled`` is False when the job had already ended (nothing changes then).
     """
-    optional_json_object()
+    inputs.optional_json_object()
     try:
         cancelled = dispatch.cancel(job_id)
     except jobs.NotFoundError:
@@ -196,14 +156,14 @@ def cancel_job(job_id: int) -> Any:
     return jsonify({"job_id": job_id, "cancelled": cancelled, "status": status})
 
 
-@bp.post("/jobs/<int:job_id>/retry")
+@bp.post("/jobs/<id:job_id>/retry")
 def retry_job(job_id: int) -> tuple[Any, int, dict[str, str]]:
     """Rerun the failed and skipped tasks of a partial or failed job; 202.
 
     Answers ``{"job_id", "tasks", "batches"}`` (how many tasks run again, in how many
     new batches) with ``Location`` of the job.
     """
-    optional_json_object()
+    inputs.optional_json_object()
     try:
         retried = dispatch.retry(job_id)
     except jobs.NotFoundError:
@@ -218,7 +178,7 @@ def retry_job(job_id: int) -> tuple[Any, int, dict[str, str]]:
     return jsonify(body), 202, {"Location": url_for("api.get_job", job_id=job_id)}
 
 
-@bp.get("/tasks/<int:task_id>/hands_on")
+@bp.get("/tasks/<id:task_id>/hands_on")
 def get_hands_on(task_id: int) -> Any:
     """Return the task's generated guide, as Markdown and as sanitized HTML."""
     guide = queries.guide_data(task_id)

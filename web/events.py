@@ -23,13 +23,14 @@ from collections.abc import Generator, Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 
 from db import events as db_events
 from db import jobs, listen
 from db.engine import session_scope
 from db.models import Job, JobStatus
 from db.pool import PoolExhaustedError
+from web import inputs
 from web.errors import ApiError
 from web.feed import EventFeed
 
@@ -103,19 +104,6 @@ def frame(data: dict[str, Any], *, event: str | None = None, event_id: int | Non
         lines.append(f"id: {event_id}")
     lines.append("data: " + json.dumps(data, separators=(",", ":")))
     return "\n".join(lines) + "\n\n"
-
-
-def _last_event_id() -> int | None:
-    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "Last-Event-ID must be an event seq (an integer).") from None
-    if value < 0:
-        raise ApiError(400, "Last-Event-ID must not be negative.")
-    return value
 
 
 def _read_page(job_id: int, after_seq: int) -> list[dict[str, Any]]:
@@ -211,10 +199,10 @@ def _follow(
         read_first = len(new) == READ_LIMIT  # more may be stored already
 
 
-@bp.get("/api/jobs/<int:job_id>/events")
+@bp.get("/api/jobs/<id:job_id>/events")
 def job_events(job_id: int) -> Response:
     """Stream the job's progress as server-sent events (see the module docstring)."""
-    last_seen = _last_event_id()
+    last_seen = inputs.last_event_id()
     registry = streams_of(current_app)
     if registry.closing.is_set():
         raise ApiError(503, "The server is shutting down; reconnect in a moment.")

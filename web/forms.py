@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 import errors
+from db import inputs
 
 #: ``(after 2, 3)`` at the end of a line.
 _AFTER = re.compile(r"\(\s*after\s+([^()]*)\)\s*$", re.IGNORECASE)
@@ -39,15 +40,18 @@ class TaskLineError(errors.InvalidInputError):
 
 def _dependencies(raw: str, line: int) -> list[str]:
     keys = [part.strip().lstrip("#") for part in raw.split(",") if part.strip()]
+    if not keys:
+        raise TaskLineError(f"line {line}: name at least one task number after 'after'", line=line)
+    numbers = []
     for key in keys:
-        if not key.isdigit():
+        try:  # digits 0-9 only: "²".isdigit() is true, but it is no task number
+            numbers.append(str(inputs.parse_int(key, field="a task number")))
+        except inputs.InputError:
             raise TaskLineError(
                 f"line {line}: dependencies are task numbers, like (after 2, 3); got {key!r}",
                 line=line,
-            )
-    if not keys:
-        raise TaskLineError(f"line {line}: name at least one task number after 'after'", line=line)
-    return [str(int(key)) for key in keys]
+            ) from None
+    return numbers
 
 
 def parse_task_line(text: str, line: int) -> dict[str, Any]:

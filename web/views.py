@@ -19,8 +19,9 @@ from flask import (
 from werkzeug.exceptions import RequestEntityTooLarge
 
 import pipelines
-from db import control, jobs, projects
+from db import control, inputs, jobs, projects
 from web import download, forms, queries
+from web import inputs as web_inputs
 from web.expired import check_csrf_or_recover
 from web.markdown import render
 from workers import dispatch
@@ -74,7 +75,9 @@ def create_project() -> Any:
     max_tasks = _settings().MAX_TASKS
     try:
         if upload is not None and upload.filename:
-            spec = projects.parse_project_json(upload.read(), max_tasks=max_tasks)
+            spec = projects.parse_project_json(
+                upload.read(), max_tasks=max_tasks, max_bytes=_settings().MAX_CONTENT_LENGTH
+            )
         else:
             document = forms.project_document(form["name"], form["description"], form["tasks"])
             spec = projects.parse_project(document, max_tasks=max_tasks)
@@ -93,7 +96,7 @@ def _too_large(error: RequestEntityTooLarge) -> Any:
     return render_template("error.html", status=413, message=message, code="too_large"), 413
 
 
-@bp.get("/projects/<int:project_id>")
+@bp.get("/projects/<id:project_id>")
 def project(project_id: int) -> str:
     """Show a project's tasks with their dependencies, and the generate form."""
     data = queries.project_data(project_id)
@@ -104,13 +107,17 @@ def project(project_id: int) -> str:
     )
 
 
-@bp.post("/projects/<int:project_id>/jobs")
+@bp.post("/projects/<id:project_id>/jobs")
 def start_job(project_id: int) -> Any:
     """Start a generation job and go to its page."""
     settings = _settings()
     raw = request.form.get("batch_size", "").strip()
     try:
-        batch_size = int(raw) if raw else settings.BATCH_SIZE
+        batch_size = settings.BATCH_SIZE
+        if raw:
+            batch_size = inputs.parse_int(
+                raw, field="batch size", minimum=1, maximum=settings.MAX_BATCH_SIZE
+            )
         job_id = dispatch.submit(
             project_id,
             batch_size=batch_size,
@@ -119,18 +126,18 @@ def start_job(project_id: int) -> Any:
         )
     except jobs.NotFoundError:
         abort(404)
-    except (ValueError, pipelines.PlanError) as error:
+    except (inputs.InputError, pipelines.PlanError) as error:
         data = queries.project_data(project_id)
         if data is None:
             abort(404)
-        message = str(error) if isinstance(error, pipelines.PlanError) else "not a number"
+        message = str(error)
         return render_template(
-            "project.html", project=data, batch_size=raw, error=f"Batch size: {message}"
+            "project.html", project=data, batch_size=raw, error=message[:1].upper() + message[1:]
         ), 422
     return redirect(url_for("views.job", job_id=job_id), 303)
 
 
-@bp.get("/projects/<int:project_id>/guides.md")
+@bp.get("/projects/<id:project_id>/guides.md")
 def download_guides(project_id: int) -> Response:
     """Download every guide of the project as one Markdown file."""
     found = queries.project_guides(project_id)
@@ -148,11 +155,11 @@ def download_guides(project_id: int) -> Response:
 @bp.get("/jobs")
 def job_list() -> str:
     """List jobs newest first, paginated (``?page=``)."""
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    page = web_inputs.query_int("page", 1)
     return render_template("jobs.html", page=queries.jobs_page(page, JOBS_PER_PAGE))
 
 
-@bp.get("/jobs/<int:job_id>")
+@bp.get("/jobs/<id:job_id>")
 def job(job_id: int) -> str:
     """Show a job; the page then follows the job live through its event stream."""
     try:
@@ -162,7 +169,7 @@ def job(job_id: int) -> str:
     return render_template("job.html", job=data)
 
 
-@bp.post("/jobs/<int:job_id>/cancel")
+@bp.post("/jobs/<id:job_id>/cancel")
 def cancel_job(job_id: int) -> Any:
     """Cancel a running job (the "Cancel job" button), then go back to its page."""
     try:
@@ -173,7 +180,7 @@ def cancel_job(job_id: int) -> Any:
     return redirect(url_for("views.job", job_id=job_id), 303)
 
 
-@bp.post("/jobs/<int:job_id>/retry")
+@bp.post("/jobs/<id:job_id>/retry")
 def retry_job(job_id: int) -> Any:
     """Rerun a finished job's failed and skipped tasks, then go back to its page."""
     try:
@@ -187,7 +194,7 @@ def retry_job(job_id: int) -> Any:
     return redirect(url_for("views.job", job_id=job_id), 303)
 
 
-@bp.get("/tasks/<int:task_id>/guide")
+@bp.get("/tasks/<id:task_id>/guide")
 def guide(task_id: int) -> str:
     """Show a task's guide, rendered from Markdown and sanitized."""
     data = queries.guide_data(task_id)

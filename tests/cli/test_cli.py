@@ -123,7 +123,7 @@ def test_import_rejects_bad_files_and_writes_nothing(run, tmp_path, data, messag
         (["1", "--batch-size", "0"], "batch size must be between 1 and 50, got 0"),
         (["1", "--batch-size", "51"], "batch size must be between 1 and 50, got 51"),
         (["99"], "project 99 does not exist"),
-        (["x"], "'x' is not a valid integer"),
+        (["x"], "'x' is not a project id"),
     ],
 )
 def test_enqueue_rejects_bad_input_and_writes_nothing(run, args, message):
