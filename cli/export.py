@@ -11,14 +11,13 @@ from pathlib import Path
 
 import click
 
+from cli import params
 from cli.context import open_database, pass_settings
 from db.exports import ExportedProject, ExportedTask
 from settings import Settings
 
 #: Name of the index file that links every guide.
 INDEX = "README.md"
-#: Largest database id (PostgreSQL ``integer``).
-MAX_ID = 2**31 - 1
 
 
 def slug(text: str, *, limit: int = 60) -> str:
@@ -102,7 +101,7 @@ def _write(path: Path, text: str) -> None:
 
 
 @click.command("export")
-@click.argument("project_id", type=click.IntRange(1, MAX_ID))
+@click.argument("project_id", type=params.PROJECT_ID)
 @click.option(
     "-o",
     "--output",
