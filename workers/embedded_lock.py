@@ -36,11 +36,16 @@ class EmbeddedBusyError(errors.ConflictError):
     def __init__(self, path: Path, holder: dict[str, Any]) -> None:
         self.path = path
         self.holder = holder
+        use = (
+            f"Use that one (start jobs from its page or API: {holder['url']})"
+            if holder.get("url")
+            else "Use that one"
+        )
         super().__init__(
             f"{describe(holder)} runs the embedded worker of this database (lock: {path});"
             " only one process may, since its jobs' messages live in that process's memory."
-            " Use that one, or stop it (Ctrl+C in its terminal) and try again; to run"
-            " several processes, set REDIS_URL."
+            f" {use}, or stop it (Ctrl+C in its terminal) and try again; to run several"
+            " processes, set REDIS_URL."
         )
 
 
