@@ -51,7 +51,18 @@ CONTRASTS = """(states) => {
     host.append(chip);
     out["chip " + state] = ratio(chip);
   });
-  [".hint", ".run-error", ".runs th", ".counts dt", "a", "button", ".now"].forEach(sel => {
+  const table = document.createElement("table");
+  table.className = "runs";
+  host.append(table);
+  states.forEach(state => {
+    const row = table.insertRow();
+    row.dataset.status = state;
+    const note = row.insertCell();
+    note.className = "run-error";
+    note.textContent = "a note";
+    out["note " + state] = ratio(note);
+  });
+  [".hint", ".runs th", ".counts dt", "a", "button", ".now"].forEach(sel => {
     const el = document.querySelector(sel);
     if (el) { out[sel] = ratio(el); }
   });
@@ -109,7 +120,7 @@ def test_every_chip_and_coloured_text_meets_wcag_aa_contrast(
     job_id = submit(make_project("a", "b"))
     page.goto(f"{live.base_url}/jobs/{job_id}")
     ratios = page.evaluate(CONTRASTS, list(STATES))
-    assert {f"chip {state}" for state in STATES} <= ratios.keys()
+    assert {f"{kind} {state}" for state in STATES for kind in ("chip", "note")} <= ratios.keys()
     low = {name: round(ratio, 2) for name, ratio in ratios.items() if ratio < 4.5}
     assert low == {}, f"below 4.5:1: {low}"
 

@@ -212,6 +212,7 @@
   }
 
   function renderRun(run) {
+    run.row.dataset.status = run.status;  // colours its note (an error, a skip, a cancel)
     setState(run.row.querySelector(".run-state"), run.status);
     run.row.querySelector(".run-error").textContent = run.error || "";
     var title = run.row.querySelector(".title");
