@@ -25,15 +25,18 @@ def follow_job(settings: Settings, job_id: int, job: dict[str, Any] | None = Non
 
     ``job`` is its snapshot when the caller took one (before any worker could move it).
     When this process would not be told of the job's progress (SQLite, another process
-    runs it), it says so and shows the job as it stands.
+    runs it), or nobody runs it (embedded, no process holds the lock), it says so and
+    shows the job as it stands.
     """
     from db import jobs, listen
     from workers import embedded
 
     job = job or jobs.snapshot(job_id)
-    unheard = job["finished_at"] is None and embedded.unheard_reason(settings)
-    if unheard:
-        click.echo(f"Cannot follow job {job_id} live: {unheard}. As it stands now:", err=True)
+    reason = None
+    if job["finished_at"] is None:
+        reason = embedded.unheard_reason(settings) or embedded.idle_reason(settings)
+    if reason:
+        click.echo(f"Cannot follow job {job_id} live: {reason}. As it stands now:", err=True)
     elif job["finished_at"] is None:
         render.follow(job, listen.watch(job_id, after_seq=job["event_seq"]))
         job = jobs.snapshot(job_id)

@@ -103,3 +103,18 @@ def unheard_reason(settings: Settings) -> str | None:
             return None
         where = embedded_lock.describe(holder)
     return f"this job runs in {where}, and on SQLite no process is told of another's progress"
+
+
+def idle_reason(settings: Settings) -> str | None:
+    """Say why nobody runs the work of running jobs now (None: some process may).
+
+    In the embedded mode only the holder of the lock runs it: with no holder, a running
+    job waits for the next embedded process to resume it.
+    """
+    url = settings.DATABASE_URL
+    if not settings.embedded or embedded_lock.holds(url) or embedded_lock.other_holder(url):
+        return None
+    return (
+        "no process runs its work now (the one that did stopped);"
+        " `make run` or `handson serve` resumes it"
+    )

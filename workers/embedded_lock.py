@@ -150,6 +150,13 @@ def claim(database_url: str, *, role: str, url: str | None = None) -> Claim:
     return Claim(path)
 
 
+def holds(database_url: str) -> bool:
+    """Return whether this process holds the database's embedded lock."""
+    path = state_path(database_url, ".lock")
+    with _held_lock:
+        return path is not None and path in _held
+
+
 def other_holder(database_url: str) -> dict[str, Any] | None:
     """Return the record of another process holding the database's lock, if one does.
 

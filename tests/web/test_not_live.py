@@ -103,3 +103,18 @@ def test_the_job_page_of_a_job_run_elsewhere_says_not_live(
     connection = page.text_content("#connection")
     assert connection.startswith("Not live: this job runs in handson enqueue"), connection
     assert "Reload the page" in connection
+
+
+def test_status_follow_of_a_job_nobody_runs_says_so_instead_of_waiting(sqlite_url):
+    # Given a job left running, and no process running the database's embedded worker
+    job_id = start_job(make_app(sqlite_url).test_client())
+
+    # When the CLI is asked to follow it
+    result = CliRunner().invoke(
+        cli, ["status", str(job_id), "--follow"], obj=Settings(DATABASE_URL=sqlite_url)
+    )
+
+    # Then it says nobody runs it and what resumes it, instead of waiting forever
+    assert result.exit_code == 1, result.output
+    assert "no process runs its work now" in result.output and "make run" in result.output
+    assert f"Job {job_id} (Elsewhere): running" in result.output
