@@ -112,15 +112,19 @@ def json_id(data: dict[str, Any], field: str, noun: str) -> int:
 
 
 def last_event_id() -> int | None:
-    """Return the ``Last-Event-ID`` header (or ``last_event_id`` parameter), if any.
+    """Return the ``Last-Event-ID`` header, else the ``last_event_id`` parameter, if any.
 
     Raises:
-      ApiError: 400 when it is not an event seq (a whole number in the column's range).
+      ApiError: 400 when either is not an event seq (a whole number in the column's range).
     """
-    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    if raw is None or raw == "":
-        return None
-    try:
-        return inputs.parse_int(raw, field="Last-Event-ID")
-    except inputs.InputError as error:
-        raise ApiError(400, f"{error} (an event seq).", field="Last-Event-ID") from None
+    found = None
+    for field, raw in (
+        ("last_event_id", request.args.get("last_event_id")),
+        ("Last-Event-ID", request.headers.get("Last-Event-ID")),  # wins when both are sent
+    ):
+        if raw:
+            try:
+                found = inputs.parse_int(raw, field=field)
+            except inputs.InputError as error:
+                raise ApiError(400, f"{error} (an event seq).", field=field) from None
+    return found

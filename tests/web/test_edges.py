@@ -119,11 +119,16 @@ def test_page_numbers_out_of_range_are_400_naming_the_parameter(client, query, f
 def test_a_last_event_id_out_of_range_is_400(client, seq):
     project = client.post("/api/projects", json=PROJECT).json
     job_id = client.post(f"/api/projects/{project['id']}/jobs").json["job_id"]
-    for response in (
-        client.get(f"/api/jobs/{job_id}/events", headers={"Last-Event-ID": seq}),
-        client.get(f"/api/jobs/{job_id}/events", query_string={"last_event_id": seq}),
+    url = f"/api/jobs/{job_id}/events"
+    for response, field in (
+        (client.get(url, headers={"Last-Event-ID": seq}), "Last-Event-ID"),
+        (client.get(url, query_string={"last_event_id": seq}), "last_event_id"),
+        (
+            client.get(url, headers={"Last-Event-ID": "0"}, query_string={"last_event_id": seq}),
+            "last_event_id",
+        ),
     ):
-        assert "event seq" in assert_error(response, 400, "bad_request", "Last-Event-ID")
+        assert "event seq" in assert_error(response, 400, "bad_request", field)
 
 
 def test_the_largest_id_is_an_ordinary_404(client):
