@@ -91,6 +91,11 @@ class Settings:
     SECRET_KEY: str | None = dataclasses.field(default=None, repr=False)
     #: When set, API writes need ``Authorization: Bearer <token>``.
     API_TOKEN: str | None = dataclasses.field(default=None, repr=False)
+    #: Let anyone write through the API of a deployed app without ``API_TOKEN`` (otherwise
+    #: such an app refuses API writes; the embedded mode is always open).
+    API_OPEN: bool = False
+    #: Mark the session cookie ``Secure`` (sent over HTTPS only): set it behind HTTPS.
+    SESSION_COOKIE_SECURE: bool = False
     #: TCP port ``handson serve`` binds (the Procfile's gunicorn binds ``$PORT`` too).
     PORT: int = 5000
     #: Load the built-in sample project when the database has no project.

@@ -23,7 +23,16 @@ import sqlalchemy as sa
 from psycopg import sql
 
 #: Prefixes of project variables that would leak a developer's setup into tests.
-SCRUBBED_PREFIXES = ("DATABASE_URL", "REDIS_URL", "GENERATOR", "OPENAI_", "API_TOKEN", "SECRET_KEY")
+SCRUBBED_PREFIXES = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "GENERATOR",
+    "OPENAI_",
+    "API_TOKEN",
+    "API_OPEN",
+    "SECRET_KEY",
+    "SESSION_COOKIE_",
+)
 #: Redis database number reserved for tests; flushed before and after each test.
 REDIS_TEST_DB = 15
 #: Migrated database every PostgreSQL test database is copied from.

@@ -14,10 +14,11 @@ import re
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, jsonify, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 
 import pipelines
-from db import control, jobs, projects
+from db import control, idempotency, jobs, projects
+from db import inputs as db_inputs
 from db.engine import session_scope
 from db.models import Job
 from web import inputs, queries
@@ -65,6 +66,33 @@ def start_job(project_id: int, batch_size: Any) -> int:
         raise plan_error(error) from None
 
 
+def _start_once(project_id: int, batch_size: Any, force: Any) -> tuple[Any, int, dict[str, str]]:
+    """Start a job unless one of the project runs, or the Idempotency-Key started one.
+
+    Raises:
+      ApiError: 409 ``job_running`` with the running job's id (unless ``force``), 409
+        ``idempotency_key_in_use`` while the same key is being handled, 422 for a bad
+        ``force`` or key, and those of :func:`start_job`.
+    """
+    if not isinstance(force, bool):
+        raise ApiError(422, "force must be true or false.", field="force")
+    key = request.headers.get("Idempotency-Key")
+    try:
+        with idempotency.starting(project_id, key=key, force=force) as start:
+            if start.job_id is None:
+                start.started(start_job(project_id, batch_size))
+    except idempotency.JobRunningError as error:
+        message = f'{str(error)[:1].upper()}{str(error)[1:]} (send "force": true).'
+        raise ApiError(409, message, code=error.code, extra={"job_id": error.job_id}) from None
+    except (idempotency.KeyInUseError, db_inputs.InputError) as error:
+        status = 409 if isinstance(error, idempotency.KeyInUseError) else 422
+        raise ApiError(status, f"{error}.", code=error.code, field=error.field) from None
+    body, status, headers = _accepted(start.job_id)
+    if start.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return body, status, headers
+
+
 def _accepted(job_id: int) -> tuple[Any, int, dict[str, str]]:
     location = url_for("api.get_job", job_id=job_id)
     return jsonify({"job_id": job_id}), 202, {"Location": location}
@@ -96,7 +124,7 @@ def get_project(project_id: int) -> Any:
 def create_job(project_id: int) -> tuple[Any, int, dict[str, str]]:
     """Start a generation job for the project; 202 ``{"job_id"}``. Body: ``{"batch_size"}``."""
     data = inputs.optional_json_object()
-    return _accepted(start_job(project_id, data.get("batch_size")))
+    return _start_once(project_id, data.get("batch_size"), data.get("force", False))
 
 
 @bp.post("/task_hands_on/generate_all")
@@ -108,7 +136,7 @@ def generate_all() -> tuple[Any, int, dict[str, str]]:
     config = {} if config is None else config
     if not isinstance(config, dict):
         raise ApiError(422, "config must be an object.", field="config")
-    return _accepted(start_job(project_id, config.get("batch_size")))
+    return _start_once(project_id, config.get("batch_size"), data.get("force", False))
 
 
 @bp.get("/jobs")

@@ -28,13 +28,21 @@ class ApiError(errors.HandsonError):
     """Raised by views to answer with a JSON (or HTML) error of a given status."""
 
     def __init__(
-        self, status: int, message: str, *, code: str | None = None, field: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code or _default_code(status)
         self.field = field
+        #: More members of the JSON error object (``{"job_id": 7}`` on a 409).
+        self.extra = extra or {}
 
 
 def _default_code(status: int) -> str:
@@ -61,19 +69,26 @@ def wants_json_response() -> bool:
 
 
 def error_response(
-    status: int, message: str, *, code: str | None = None, field: str | None = None
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    field: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[Any, int]:
     """Return the error as JSON or as the HTML error page, with ``status``."""
     code = code or _default_code(status)
     if wants_json_response():
-        body = {"error": {"code": code, "message": message, "field": field}}
+        body = {"error": {**(extra or {}), "code": code, "message": message, "field": field}}
         return jsonify(body), status
     return render_template("error.html", status=status, message=message, code=code), status
 
 
 @bp.app_errorhandler(ApiError)
 def _api_error(error: ApiError) -> tuple[Any, int]:
-    return error_response(error.status, error.message, code=error.code, field=error.field)
+    return error_response(
+        error.status, error.message, code=error.code, field=error.field, extra=error.extra
+    )
 
 
 @bp.app_errorhandler(HTTPException)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
+from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, request, session
 
 import errors
 from web.errors import ApiError
+
+logger = logging.getLogger(__name__)
 
 #: Session key and form field holding the CSRF token.
 CSRF_FIELD = "csrf_token"
@@ -19,6 +24,11 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
+)
+#: Why a deployed app without ``API_TOKEN`` refuses API writes, and what to do.
+API_CLOSED = (
+    "API writes are refused: this deployed app has no API_TOKEN. Set API_TOKEN (then send"
+    " `Authorization: Bearer <API_TOKEN>`), or API_OPEN=1 to let anyone write."
 )
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -82,17 +92,49 @@ def check_csrf() -> None:
 
 
 def check_api_token() -> None:
-    """When ``API_TOKEN`` is set, require ``Authorization: Bearer <token>`` on API writes.
+    """Let an API write through only when it may (reads always may).
+
+    With ``API_TOKEN`` set, a write needs ``Authorization: Bearer <token>``; without,
+    a deployed app takes writes only when ``API_OPEN`` says so (the embedded mode is
+    open). A write a browser sends from another origin is refused in every case.
 
     Raises:
-      ApiError: 401 when the header is missing or the token is wrong.
+      ApiError: 401 when the token is missing or wrong, 403 when the API is closed or
+        the request comes from another origin.
     """
-    token = current_app.config["HANDSON"].API_TOKEN
-    if not token or request.method not in WRITE_METHODS:
+    if request.method not in WRITE_METHODS:
         return
+    check_origin()
+    settings = current_app.config["HANDSON"]
+    if not settings.API_TOKEN:
+        if settings.embedded or settings.API_OPEN:
+            return
+        raise ApiError(403, API_CLOSED, code="api_closed")
     scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip(), token):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip(), settings.API_TOKEN):
         raise ApiError(401, "This API needs `Authorization: Bearer <API_TOKEN>` for writes.")
+
+
+def check_origin() -> None:
+    """Refuse a request whose ``Origin`` (or, without one, ``Referer``) is another site.
+
+    A request that names neither (curl, scripts) passes; browsers name one on every
+    cross-site ``POST``. Hosts are compared (scheme aside, so that a proxy that ends
+    TLS in front of the app does not make its own pages look foreign).
+
+    Raises:
+      ApiError: 403 naming the origin that was refused.
+    """
+    sent = request.headers.get("Origin") or request.headers.get("Referer")
+    if not sent:
+        return
+    host = urlsplit(sent).netloc.lower() if sent != "null" else ""
+    if host != request.host.lower():
+        raise ApiError(
+            403,
+            f"This API does not take writes from pages of {sent[:100]!r}, only from its own.",
+            code="cross_origin",
+        )
 
 
 def add_security_headers(response: Response) -> Response:
@@ -113,5 +155,23 @@ def init_app(app: Flask) -> None:
             response.headers["WWW-Authenticate"] = 'Bearer realm="handson"'
         return response
 
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    # Flask defines these keys (as False/None), so setdefault would never apply.
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    if app.config.get("SESSION_COOKIE_SAMESITE") is None:
+        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    settings = app.config["HANDSON"]
+    app.config["SESSION_COOKIE_SECURE"] = settings.SESSION_COOKIE_SECURE
+    _warn_about_api_access(settings)
+
+
+def _warn_about_api_access(settings: Any) -> None:
+    """Say at start who may write through the API of a deployed app, when not only a token."""
+    if settings.embedded or settings.API_TOKEN:
+        return
+    if settings.API_OPEN:
+        logger.warning(
+            "API_OPEN is set and API_TOKEN is not: anyone who reaches this app can write"
+            " through its API (create projects, start and cancel jobs)."
+        )
+    else:
+        logger.warning("%s", API_CLOSED)

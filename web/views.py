@@ -19,7 +19,7 @@ from flask import (
 from werkzeug.exceptions import RequestEntityTooLarge
 
 import pipelines
-from db import control, inputs, jobs, projects
+from db import control, idempotency, inputs, jobs, projects
 from web import download, forms, queries
 from web import inputs as web_inputs
 from web.expired import check_csrf_or_recover
@@ -109,7 +109,24 @@ def project(project_id: int) -> str:
 
 @bp.post("/projects/<id:project_id>/jobs")
 def start_job(project_id: int) -> Any:
-    """Start a generation job and go to its page."""
+    """Start a generation job and go to its page; while one runs, go to that one instead.
+
+    So two clicks on "Generate" start one job; a form field ``force=1`` starts another.
+    """
+    force = request.form.get("force") == "1"
+    try:
+        with idempotency.starting(project_id, key=None, force=force) as start:
+            return _submit(project_id, start)
+    except idempotency.JobRunningError as running:
+        if running.job_id is None:
+            flash("A job of this project is being started; it shows in the jobs list shortly.")
+            return redirect(url_for("views.project", project_id=project_id), 303)
+        flash(f"Job {running.job_id} of this project is running already: here it is.")
+        return redirect(url_for("views.job", job_id=running.job_id), 303)
+
+
+def _submit(project_id: int, start: idempotency.Start) -> Any:
+    """Submit the job the form asks for, or show the form's error."""
     settings = _settings()
     raw = request.form.get("batch_size", "").strip()
     try:
@@ -134,6 +151,7 @@ def start_job(project_id: int) -> Any:
         return render_template(
             "project.html", project=data, batch_size=raw, error=message[:1].upper() + message[1:]
         ), 422
+    start.started(job_id)
     return redirect(url_for("views.job", job_id=job_id), 303)
 
 

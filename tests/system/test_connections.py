@@ -100,6 +100,7 @@ def deployment(redis_url: str, postgres_url: str, tmp_path) -> Iterator[str]:  #
         REDIS_URL=redis_url,
         DATABASE_URL=postgres_url,
         SECRET_KEY="connections-test",
+        API_OPEN="1",  # a deployed API takes no open writes otherwise
         GENERATOR_LATENCY_MS="300",
         PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
         PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}",

@@ -81,6 +81,7 @@ def test_honcho_runs_the_procfile_and_stops_on_sigterm(redis_url, empty_database
         REDIS_URL=redis_url,
         DATABASE_URL=empty_database,
         SECRET_KEY="procfile-test",
+        API_TOKEN="procfile-token",
         PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
         PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
         PORT=str(port),
@@ -100,13 +101,18 @@ def test_honcho_runs_the_procfile_and_stops_on_sigterm(redis_url, empty_database
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(f"{base}/healthz", system)
+        auth = {"Authorization": "Bearer procfile-token"}  # a deployed API takes no open writes
         created = requests.post(
-            f"{base}/api/projects", json=json.loads(SAMPLE_PROJECT_PATH.read_text()), timeout=10
+            f"{base}/api/projects",
+            json=json.loads(SAMPLE_PROJECT_PATH.read_text()),
+            headers=auth,
+            timeout=10,
         )
         assert created.status_code == 201, created.text
         started = requests.post(
             f"{base}/api/task_hands_on/generate_all",
             json={"project_id": created.json()["id"], "config": {"batch_size": 5}},
+            headers=auth,
             timeout=10,
         )
         assert started.status_code == 202, started.text

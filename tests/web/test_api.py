@@ -177,7 +177,9 @@ def test_post_project_jobs_starts_a_job_with_the_default_batch_size(client, app)
     assert response.status_code == 202
     job = client.get(f"/api/jobs/{response.json['job_id']}").json
     assert job["batch_size"] == app.config["HANDSON"].BATCH_SIZE
-    sized = client.post(f"/api/projects/{project['id']}/jobs", json={"batch_size": 1})
+    sized = client.post(
+        f"/api/projects/{project['id']}/jobs", json={"batch_size": 1, "force": True}
+    )
     assert client.get(f"/api/jobs/{sized.json['job_id']}").json["batch_size"] == 1
 
 
@@ -207,7 +209,8 @@ def test_get_job_returns_status_counters_batches_and_runs(client):
 
 def test_get_jobs_lists_newest_first_with_pages(client):
     project = create(client)
-    ids = [client.post(f"/api/projects/{project['id']}/jobs").json["job_id"] for _ in range(3)]
+    url = f"/api/projects/{project['id']}/jobs"
+    ids = [client.post(url, json={"force": True}).json["job_id"] for _ in range(3)]
     first = client.get("/api/jobs?per_page=2").json
     assert [j["id"] for j in first["items"]] == ids[::-1][:2]
     assert (first["pages"], first["total"]) == (2, 3)

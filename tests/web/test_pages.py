@@ -135,7 +135,7 @@ def test_the_jobs_list_is_newest_first_and_paginated(client):
     post_project(client, tasks="A")
     token = csrf(client, "/projects/1")
     for _ in range(22):
-        client.post("/projects/1/jobs", data={"csrf_token": token, "batch_size": "1"})
+        client.post("/projects/1/jobs", data={"csrf_token": token, "batch_size": "1", "force": "1"})
     first = client.get("/jobs").get_data(as_text=True)
     ids = [int(i) for i in re.findall(r'href="/jobs/(\d+)"', first)]
     assert ids == list(range(22, 2, -1))
