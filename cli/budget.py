@@ -8,6 +8,9 @@ import click
 from cli.context import open_database, pass_settings
 from settings import Settings
 
+#: Longest window ``--hours`` sums (ten years), in hours.
+MAX_HOURS = 87_600
+
 
 def _count(name: str, what: str) -> click.Option:
     return click.option(
@@ -44,8 +47,10 @@ def budget_command(
     WORKER_THREADS, WEB_CONCURRENCY) and the process counts given; then, on PostgreSQL,
     the connections open now on the database, by application_name.
     """
-    if hours <= 0:
-        raise click.BadParameter("must be more than 0", param_hint="--hours")
+    if not 0 < hours <= MAX_HOURS:  # also refuses nan (and inf, which timedelta cannot take)
+        raise click.BadParameter(
+            f"must be more than 0 and at most {MAX_HOURS}", param_hint="--hours"
+        )
     cap = settings.REDIS_MONTHLY_CAP if cap is None else cap
     if cap <= 0:
         raise click.BadParameter("must be more than 0", param_hint="--cap")

@@ -105,3 +105,10 @@ def test_import_refuses_nul_and_lone_surrogates_naming_the_field(
     assert result.exit_code == 2
     assert f"{field} contains a {problem}" in result.output
     assert counts()["projects"] == 0
+
+
+@pytest.mark.parametrize("hours", ["1e300", "nan", "inf", "0", "-5"])
+def test_budget_refuses_a_window_it_cannot_sum(run, hours):
+    result = run("budget", "--hours", hours)
+    assert result.exit_code == 2
+    assert "must be more than 0 and at most 87600" in result.output
