@@ -116,9 +116,10 @@ def running_job(project_id: int) -> int | None:
 
 def _claim(project_id: int, *, key: str | None, force: bool) -> Start:
     start = Start(project_id, secrets.token_hex(8), _key_name(key) if key is not None else None)
-    pending = f"pending:{start.token}"
-    if start.key_name is not None and not lease.acquire(start.key_name, pending, ttl_s=START_TTL_S):
-        return _replay(start)
+    if start.key_name is not None:
+        _forget_expired_keys()
+        if not lease.acquire(start.key_name, f"pending:{start.token}", ttl_s=START_TTL_S):
+            return _replay(start)
     try:
         if not force:
             _guard(start)
@@ -178,6 +179,14 @@ def _release(start: Start) -> None:
     if start.guarded:
         lease.release(f"start:project:{start.project_id}", start.token)
         start.guarded = False
+
+
+def _forget_expired_keys() -> None:
+    """Delete the keys that no longer name a job (so the table holds about a day of keys)."""
+    with session_scope() as session:
+        session.execute(
+            sa.delete(Lease).where(Lease.name.like("idempotency:%"), Lease.expires_at < utcnow())
+        )
 
 
 def _key_name(key: str) -> str:

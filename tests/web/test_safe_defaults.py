@@ -4,6 +4,7 @@ Idempotency-Key), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import uuid
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from webkit import make_app
 
 from db import idempotency, lease, session_scope
-from db.models import Job, Project
+from db.models import Job, Lease, Project, utcnow
 
 PROJECT = {"name": "Recipe app", "tasks": [{"key": "a", "title": "A"}, {"key": "b", "title": "B"}]}
 #: A Redis nobody listens on: the app is deployed (not embedded) and sends nothing here.
@@ -249,3 +250,21 @@ def test_two_clicks_on_generate_start_one_job(client):
     assert count(Job) == 1
     forced = client.post(f"/projects/{project_id}/jobs", data={**form, "force": "1"})
     assert forced.headers["Location"] == "/jobs/2"
+
+
+def test_a_key_names_its_job_for_a_day_then_is_forgotten(client):
+    project_id = client.post("/api/projects", json=PROJECT).json["id"]
+    first = start(client, project_id, key="old-key").json["job_id"]
+    client.post(f"/api/jobs/{first}/cancel")
+    name = idempotency._key_name("old-key")
+    with session_scope() as session:
+        row = session.get(Lease, name)
+        assert row.holder == f"project:{project_id}:job:{first}"
+        assert row.expires_at - utcnow() > dt.timedelta(hours=23)
+        row.expires_at = utcnow() - dt.timedelta(seconds=1)  # a day later
+    # The next keyed start forgets it; the same key then starts a new job
+    assert start(client, project_id, key="new-key").status_code == 202
+    with session_scope() as session:
+        assert session.get(Lease, name) is None
+    client.post(f"/api/jobs/{first + 1}/cancel")
+    assert start(client, project_id, key="old-key").json["job_id"] == first + 2
