@@ -2,9 +2,11 @@
 
 Errors are ``{"error": {"code", "message", "field"}}`` (see :mod:`web.errors`). Writes
 take ``application/json`` bodies (so a cross-site HTML form cannot post here) and, when
-``API_TOKEN`` is set, ``Authorization: Bearer <API_TOKEN>``. Writes whose body is
-optional (start a project's job, cancel, retry) also take no body at all, but not an
-empty form post.
+``API_TOKEN`` is set, ``Authorization: Bearer <API_TOKEN>``; a deployed app without it
+takes none unless ``API_OPEN`` (see :func:`web.security.check_api_token`). Writes whose
+body is optional (start a project's job, cancel, retry) also take no body at all, but
+not an empty form post. A project's job starts once: not while one runs, and once per
+``Idempotency-Key`` (see :mod:`db.idempotency`).
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ def json_id(data: dict[str, Any], field: str, noun: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ApiError(422, f"{field} must be an integer.", field=field)
     if not inputs.id_in_range(value):
-        raise ApiError(404, f"{noun} {value} does not exist.")
+        shown = str(value) if value < 10**20 else f"{str(value)[:20]}..."
+        raise ApiError(404, f"{noun} {shown} does not exist.")
     return value
 
 
