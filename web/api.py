@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -68,8 +69,10 @@ def start_job(project_id: int, batch_size: Any) -> int:
         raise plan_error(error) from None
 
 
-def _start_once(project_id: int, batch_size: Any, force: Any) -> tuple[Any, int, dict[str, str]]:
-    """Start a job unless one of the project runs, or the Idempotency-Key started one.
+def _start_once(
+    project_id: int, force: Any, submit: Callable[[], int]
+) -> tuple[Any, int, dict[str, str]]:
+    """Start a job with ``submit`` unless one of the project runs or the key started one.
 
     Raises:
       ApiError: 409 ``job_running`` with the running job's id (unless ``force``), 409
@@ -82,7 +85,7 @@ def _start_once(project_id: int, batch_size: Any, force: Any) -> tuple[Any, int,
     try:
         with idempotency.starting(project_id, key=key, force=force) as start:
             if start.job_id is None:
-                start.started(start_job(project_id, batch_size))
+                start.started(submit())
     except idempotency.JobRunningError as error:
         message = f'{str(error)[:1].upper()}{str(error)[1:]} (send "force": true).'
         raise ApiError(409, message, code=error.code, extra={"job_id": error.job_id}) from None
@@ -126,7 +129,8 @@ def get_project(project_id: int) -> Any:
 def create_job(project_id: int) -> tuple[Any, int, dict[str, str]]:
     """Start a generation job for the project; 202 ``{"job_id"}``. Body: ``{"batch_size"}``."""
     data = inputs.optional_json_object()
-    return _start_once(project_id, data.get("batch_size"), data.get("force", False))
+    force = data.get("force", False)
+    return _start_once(project_id, force, lambda: start_job(project_id, data.get("batch_size")))
 
 
 @bp.post("/task_hands_on/generate_all")
@@ -138,7 +142,8 @@ def generate_all() -> tuple[Any, int, dict[str, str]]:
     config = {} if config is None else config
     if not isinstance(config, dict):
         raise ApiError(422, "config must be an object.", field="config")
-    return _start_once(project_id, config.get("batch_size"), data.get("force", False))
+    force = data.get("force", False)
+    return _start_once(project_id, force, lambda: start_job(project_id, config.get("batch_size")))
 
 
 @bp.get("/jobs")
