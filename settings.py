@@ -113,9 +113,9 @@ class Settings:
     #: (a busy one: every heartbeat timeout).
     REDIS_MAINTENANCE_INTERVAL_MS: int = 3_600_000
     #: Messages a worker process may hold beyond one per worker thread (fetched ahead).
-    REDIS_FETCH_MARGIN: int = 1
+    REDIS_FETCH_MARGIN: int = 3
     #: How long an ack waits to be sent with others finishing about then, in milliseconds.
-    REDIS_ACK_WINDOW_MS: int = 50
+    REDIS_ACK_WINDOW_MS: int = 100
     #: Monthly command cap of the Redis plan, for ``handson budget``.
     REDIS_MONTHLY_CAP: int = 500_000
     #: How often the scheduler's reconciler looks for stalled work, in seconds.

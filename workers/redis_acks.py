@@ -79,6 +79,16 @@ class AckBatcher:
         with self._condition:
             return sum(len(ids) for ids in self._pending.values())
 
+    def take(self, queue_name: str) -> list[str]:
+        """Remove and return the pending acks of one queue (to send them another way)."""
+        with self._condition:
+            return self._pending.pop(queue_name, [])
+
+    def give_back(self, queue_name: str, redis_message_ids: list[str]) -> None:
+        """Queue acks again that could not be sent another way."""
+        if redis_message_ids:
+            self._give_back({queue_name: redis_message_ids})
+
     def flush(self) -> None:
         """Send what is pending now, from the calling thread (raises on a Redis error)."""
         with self._condition:
@@ -112,6 +122,7 @@ class AckBatcher:
         with self._condition:
             for queue_name, ids in batch.items():
                 self._pending.setdefault(queue_name, [])[:0] = ids
+            self._condition.notify_all()
 
     def _run(self) -> None:
         with self._condition:

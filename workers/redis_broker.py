@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,9 @@ DEFAULT_WAIT_TIMEOUT = 30 * 60 * 1000
 #: in milliseconds (stock Dramatiq: on a random 0.1% of its calls).
 DEFAULT_MAINTENANCE_INTERVAL = 60 * 60 * 1000
 #: Messages a worker process may hold beyond one per worker thread (fetched ahead).
-DEFAULT_FETCH_MARGIN = 1
+DEFAULT_FETCH_MARGIN = 3
 #: How long an ack waits for others finishing about the same time, in milliseconds.
-DEFAULT_ACK_WINDOW = 50
+DEFAULT_ACK_WINDOW = 100
 
 #: Options of :class:`FrugalRedisBroker` that Dramatiq's ``RedisBroker`` does not take.
 FRUGAL_OPTIONS = (
@@ -244,15 +244,24 @@ class FrugalRedisBroker(RedisBroker):
     def _send_acks(self, batch: dict[str, list[str]]) -> None:
         ack_batch(self.client, self.namespace, self.broker_id, batch)
 
-    def fetch(self, queue_name: str, count: int, *, taken: bool = False) -> list[tuple[str, bytes]]:
-        """Take up to ``count`` messages; return (redis id, data) pairs.
+    def fetch(self, queue_name: str, count: int) -> list[tuple[str, bytes]]:
+        """Take up to ``count`` messages off a queue; return (redis id, data) pairs."""
+        return self.fetch_some(queue_name, count)[0]
 
-        With ``taken``, the ids a blocking wait moved to this consumer's taken list come
-        first, then the queue's head.
+    def fetch_some(
+        self, queue_name: str, count: int, *, taken: bool = False, acks: Sequence[str] = ()
+    ) -> tuple[list[tuple[str, bytes]], bool]:
+        """Take up to ``count`` messages; return (redis id, data) pairs and whether the
+        queue is known to hold more.
+
+        With ``taken`` (after a wait), the ids the wait moved to this consumer's taken
+        list come first, then the queue's head, and the queue is probed for more.
+        ``acks`` (redis ids of finished messages of this queue) are acked first, in the
+        same script call.
         """
         key = self.key(queue_name)
         beat = self.heartbeat.due()
-        flat = self.scripts["frugal_fetch"](
+        more, *flat = self.scripts["frugal_fetch"](
             keys=[
                 key,
                 self.acks_key(queue_name),
@@ -260,15 +269,15 @@ class FrugalRedisBroker(RedisBroker):
                 f"{self.namespace}:__heartbeats__",
                 self.taken_key(queue_name),
             ],
-            args=[count, int(beat), self.broker_id, current_millis(), int(taken)],
+            args=[count, int(beat), self.broker_id, current_millis(), int(taken), *acks],
         )
         if beat:
             self.heartbeat.beaten()
-        _count_fetch_calls(beat, taken, count, len(flat) // 2)
+        _count_fetch_calls(beat, taken, count, len(flat) // 2, bool(acks), bool(more))
         pairs = [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
         if pairs:
             self.heartbeat.hold(redis_id for redis_id, _ in pairs)
-        return pairs
+        return pairs, bool(more)
 
     def return_taken(self, queue_name: str) -> int:
         """Move ids left in this consumer's taken list back to the queue; return how many."""
@@ -310,16 +319,20 @@ class FrugalRedisBroker(RedisBroker):
         self.client.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: current_millis()})
 
 
-def _count_fetch_calls(beat: bool, taken: bool, count: int, found: int) -> None:
+def _count_fetch_calls(
+    beat: bool, taken: bool, count: int, found: int, acked: bool, more: bool
+) -> None:
     """Meter the commands ``fetch.lua`` ran, as a host bills them (the EVALSHA is metered
-    when sent): ZADD when it beat, LPOP of the taken list when asked, LPOP of the queue
-    unless the taken list filled the request, then SADD and HMGET when it found messages.
+    when sent): HDEL and SREM when acks rode along, ZADD when it beat, LPOP of the taken
+    list when asked, LPOP of the queue unless the taken list filled the request, LPUSH
+    when its probe found more, then SADD and HMGET when it found messages.
 
     (Counted as if the taken list held at most one id, as a wait moves one; an id whose
     data was gone costs one more SREM, unseen here; both are rare.)
     """
     queue_pop = not (taken and count == 1 and found == 1)
-    calls = ["ZADD"] * beat + ["LPOP"] * (taken + queue_pop) + ["SADD", "HMGET"] * bool(found)
+    calls = ["HDEL", "SREM"] * acked + ["ZADD"] * beat + ["LPOP"] * (taken + queue_pop)
+    calls += ["LPUSH"] * more + ["SADD", "HMGET"] * bool(found)
     for command in calls:
         redis_meter.METER.count(command)
 

@@ -210,12 +210,19 @@ class FrugalConsumer(Consumer):
         return False
 
     def _fetch(self, count: int, *, taken: bool) -> bool:
-        # Acks waiting for their batch go first: what this worker holds in Redis (its
-        # acks set) then never exceeds what it may hold.
-        self.broker.acks.flush()
+        # While the queue is deep, acks waiting for their batch ride along with the
+        # refill (acked before it), so the acks set stays within what it may hold. After
+        # a wait they are left to their window: the acks of a group that has just
+        # finished (whose follow-up woke this consumer) then go out together.
+        acked = [] if taken else self.broker.acks.take(self.queue_name)
         count = min(count, FETCH_LIMIT)
-        pairs = self.broker.fetch(self.queue_name, count, taken=taken)
-        self._may_have_more = len(pairs) == count
+        try:
+            pairs, more = self.broker.fetch_some(self.queue_name, count, taken=taken, acks=acked)
+        except redis.RedisError:
+            self.broker.acks.give_back(self.queue_name, acked)
+            raise
+        # After a wait the script probed the queue; otherwise a full fetch may have left more.
+        self._may_have_more = more if taken else len(pairs) == count
         self.message_cache.extend(pairs)
         if pairs:
             # Busy again after an idle spell: look after dead workers within a timeout.

@@ -7,37 +7,58 @@
 -- The ids come first from the consumer's "taken" list (where its blocking wait moved the
 -- id that woke it, when ARGV[5] is "1"), then from the head of the queue list.
 --
+-- Acks of the worker's finished messages of this queue ride along (ARGV[6] onwards):
+-- their data is deleted, then their ids leave the acks set, before the fetch.
+--
 -- KEYS: queue list, worker's acks set for the queue, queue's message hash, heartbeats zset,
 --       consumer's taken list
--- ARGV: count, write_heartbeat ("1" or "0"), worker id, timestamp (ms), look at taken ("1"/"0")
--- Returns: a flat list {id1, data1, id2, data2, ...}; ids whose data is gone are dropped.
+-- ARGV: count, write_heartbeat ("1" or "0"), worker id, timestamp (ms), look at taken ("1"/"0"),
+--       then the ids to ack
+-- Returns: {more, id1, data1, id2, data2, ...}: more is 1 when a probe found the queue
+-- non-empty; ids whose data is gone are dropped.
 
 local queue, acks, messages, heartbeats, taken = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local count = tonumber(ARGV[1])
+
+if #ARGV > 5 then
+    local acked = {unpack(ARGV, 6)}
+    redis.call("hdel", messages, unpack(acked))
+    redis.call("srem", acks, unpack(acked))
+end
 
 if ARGV[2] == "1" then
     redis.call("zadd", heartbeats, ARGV[4], ARGV[3])
 end
 
-local ids = {}
-if ARGV[5] == "1" then
+-- After a wait (ARGV[5] == "1") it also finds out whether the queue holds more than it
+-- takes: it pops one id more than it needs and, if there was one, puts it back at the
+-- head (a push that also wakes another idle consumer). A consumer woken by a group it
+-- took whole then knows the queue is empty, without a fetch that finds nothing.
+local ids, has_more = {}, 0
+local probe = ARGV[5] == "1" and 1 or 0
+if probe == 1 then
     ids = redis.call("lpop", taken, count) or {}
 end
 if #ids < count then
-    local more = redis.call("lpop", queue, count - #ids)
+    local wanted = count - #ids
+    local more = redis.call("lpop", queue, wanted + probe)
     if more then
+        if #more > wanted then
+            redis.call("lpush", queue, table.remove(more))
+            has_more = 1
+        end
         for _, id in ipairs(more) do
             ids[#ids + 1] = id
         end
     end
 end
 if #ids == 0 then
-    return {}
+    return {has_more}
 end
 
 redis.call("sadd", acks, unpack(ids))
 local data = redis.call("hmget", messages, unpack(ids))
-local result = {}
+local result = {has_more}
 for i = 1, #ids do
     if data[i] then
         result[#result + 1] = ids[i]

@@ -1,0 +1,348 @@
+"""Scale out: N copies of the sample job at once on K worker processes x T threads.
+
+Run next to a throwaway PostgreSQL (this script starts its own redis-server)::
+
+    scripts/with-services.sh .venv/bin/python bench/scale.py [--jobs 16] [--latency-ms 500]
+
+For each K of ``--processes`` (default 1 2 4), on a fresh database and an empty Redis:
+starts the Procfile's processes (gunicorn web, K ``dramatiq workers --processes 1
+--threads T``, the scheduler), imports N copies of ``samples/sample_project.json`` and
+submits their jobs at once through the JSON API, as users do, and follows them to the end.
+
+Prints, per K: wall time from submit to the last job's end against the ideal
+max(critical path, tasks x latency / (K x T)) and the efficiency (ideal / wall); the
+spread of the jobs' finish times; billed Redis commands per task (``redis-cli monitor``
+billed by ``redis-bill``: every command sent plus every ``redis.call`` inside a script);
+the peak of PostgreSQL connections to the database (``pg_stat_activity``, sampled every
+0.2 s); the machine's CPU use during the run (/proc/stat, all processes of the machine)
+and the CPU seconds of web, workers and scheduler; and checks that every job succeeded
+with exactly one guide per task. Writes ``bench/results/scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
+
+import psycopg  # noqa: E402
+import redis  # noqa: E402
+from redis_cost import free_port, metered, redis_server  # noqa: E402
+from sample_job import fresh_postgres  # noqa: E402
+
+from samples import load_sample  # noqa: E402
+
+#: Seconds between two samples of pg_stat_activity and of the jobs' progress.
+SAMPLE_S = 0.2
+
+
+def critical_path(project: dict[str, Any]) -> int:
+    """Return the number of tasks on the project's longest dependency chain."""
+    depends = {task["key"]: task.get("depends_on", []) for task in project["tasks"]}
+    depth: dict[str, int] = {}
+
+    def chain(key: str) -> int:
+        if key not in depth:
+            depth[key] = 1 + max((chain(d) for d in depends[key]), default=0)
+        return depth[key]
+
+    return max(chain(key) for key in depends)
+
+
+def libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+class Cluster:
+    """The Procfile's processes on one Redis and one database, stopped on exit."""
+
+    def __init__(self, redis_url: str, database_url: str, latency_ms: int, log_dir: Path):
+        self.env = dict(os.environ)
+        self.env.update(
+            REDIS_URL=redis_url,
+            DATABASE_URL=database_url,
+            GENERATOR_LATENCY_MS=str(latency_ms),
+            PYTHONPATH=str(ROOT),
+            SECRET_KEY=secrets.token_hex(32),
+        )
+        self.log_dir = log_dir
+        self.processes: list[subprocess.Popen[bytes]] = []
+        #: Session id (the process's pid) -> role, for CPU accounting.
+        self.roles: dict[int, str] = {}
+
+    def start(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}-{len(self.processes)}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            env={**self.env, **env},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        self.roles[process.pid] = name
+        return process
+
+    def stop(self) -> None:
+        for process in self.processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    """Wait for the cluster to be ready (the bench's own set-up; not product code)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout} s")
+        time.sleep(0.1)
+
+
+def api(base: str, path: str, body: Any | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        base + path, data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def web_ready(base: str) -> bool:
+    try:
+        api(base, "/api/jobs")
+        return True
+    except OSError:
+        return False
+
+
+def waiting_consumers(client: redis.Redis) -> int:
+    """Blocked waits of idle consumers (CLIENT LIST is free)."""
+    return sum(c["cmd"] == "blmove" for c in client.client_list())
+
+
+def cpu_by_session(sessions: dict[int, str]) -> dict[str, float]:
+    """Return CPU seconds used so far by the processes of each session, by role name
+    (``dramatiq workers`` forks its worker process: the session holds both)."""
+    used: dict[str, float] = dict.fromkeys(sessions.values(), 0.0)
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        role = sessions.get(int(fields[3]))  # session id
+        if role:
+            used[role] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return used
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """Return (busy, total) jiffies of the whole machine from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+class Sampler(threading.Thread):
+    """Samples the database's connections and the jobs still running."""
+
+    def __init__(self, conninfo: str, database: str, job_ids: list[int]):
+        super().__init__(daemon=True)
+        self.conninfo, self.database, self.job_ids = conninfo, database, job_ids
+        self.peak = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            while not self.done.is_set():
+                (connections,) = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (self.database,),
+                ).fetchone()
+                self.peak = max(self.peak, connections)
+                (running,) = conn.execute(
+                    "SELECT count(*) FROM jobs WHERE id = ANY(%s) AND finished_at IS NULL",
+                    (self.job_ids,),
+                ).fetchone()
+                if running == 0:
+                    self.done.set()
+                self.done.wait(SAMPLE_S)
+
+
+def _epoch(stamp: dt.datetime) -> float:
+    """Seconds since the epoch of a database timestamp (naive ones are UTC)."""
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def check_guides(conninfo: str, job_ids: list[int]) -> dict[str, Any]:
+    """Return statuses and whether each job has exactly one guide per task."""
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT j.id, j.status, j.total_tasks, count(h.id), count(DISTINCT h.task_id),"
+            " j.finished_at FROM jobs j LEFT JOIN hands_on h ON h.job_id = j.id"
+            " WHERE j.id = ANY(%s) GROUP BY j.id",
+            (job_ids,),
+        ).fetchall()
+    ok = all(guides == distinct == tasks for _, _, tasks, guides, distinct, _ in rows)
+    return {
+        "statuses": sorted({row[1] for row in rows}),
+        "one_guide_per_task": ok and len(rows) == len(job_ids),
+        "finished_at": [_epoch(row[5]) for row in rows],
+        "tasks": sum(row[2] for row in rows),
+    }
+
+
+def run_k(k: int, args: argparse.Namespace, port: int, admin_url: str) -> dict[str, Any]:
+    """Run N sample jobs on K worker processes; return the figures."""
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis(port=port)
+    client.flushall()
+    with (
+        fresh_postgres(admin_url) as url,
+        tempfile.TemporaryDirectory() as logs,
+        contextlib.ExitStack() as stack,
+    ):
+        cluster = Cluster(redis_url, url, args.latency_ms, Path(logs))
+        stack.callback(cluster.stop)
+        web_port = free_port()
+        cluster.start(
+            "web",
+            *("gunicorn", "--config", "python:web.gunicorn_conf"),
+            *("--bind", f"127.0.0.1:{web_port}", "web:create_app()"),
+        )
+        for _ in range(k):
+            cluster.start(
+                "worker", "dramatiq", "workers", "--processes", "1", "--threads", str(args.threads)
+            )
+        cluster.start("scheduler", "workers.scheduler")
+        base = f"http://127.0.0.1:{web_port}"
+        try:
+            wait_for(lambda: web_ready(base), 60, "web did not answer")
+            wait_for(lambda: waiting_consumers(client) >= 2 * k, 60, "workers did not wait")
+        except TimeoutError:
+            for log in sorted(Path(logs).iterdir()):
+                print(f"--- {log.name}", *log.read_text().splitlines()[-15:], sep="\n")
+            raise
+        project = load_sample()
+        project_ids = [api(base, "/api/projects", project)["id"] for _ in range(args.jobs)]
+        time.sleep(1)  # let the import's traffic settle
+        return submit_and_follow(base, url, port, project_ids, k, args, project, cluster)
+
+
+def submit_and_follow(
+    base: str, url: str, port: int, project_ids: list[int], k: int, args, project, cluster
+) -> dict[str, Any]:
+    """Submit every job at once (one thread each), follow them, return the figures."""
+    conninfo = libpq(url)
+    database = url.rsplit("/", 1)[-1]
+    job_ids: list[int] = []
+    with metered(port) as bill:
+        busy0, total0 = cpu_ticks()
+        cpu0 = cpu_by_session(cluster.roles)
+        started = time.time()
+
+        def submit(project_id: int) -> None:
+            job_ids.append(api(base, f"/api/projects/{project_id}/jobs", {})["job_id"])
+
+        threads = [threading.Thread(target=submit, args=(p,)) for p in project_ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        sampler = Sampler(conninfo, database, job_ids)
+        sampler.start()
+        sampler.done.wait(args.timeout_s)
+        sampler.join(timeout=5)
+        busy1, total1 = cpu_ticks()
+        cpu1 = cpu_by_session(cluster.roles)
+        time.sleep(0.5)  # the last acks land after the last job's end
+    result = check_guides(conninfo, job_ids)
+    finished = result.pop("finished_at")
+    tasks = result["tasks"]
+    latency = args.latency_ms / 1000
+    ideal = max(critical_path(project) * latency, tasks * latency / (k * args.threads))
+    wall = max(finished) - started
+    return {
+        "processes": k,
+        "threads": args.threads,
+        "jobs": len(job_ids),
+        **result,
+        "wall_s": wall,
+        "ideal_s": ideal,
+        "efficiency": ideal / wall,
+        "finish_spread_s": max(finished) - min(finished),
+        "first_finish_s": min(finished) - started,
+        "billed": bill["billed"],
+        "lua_inner": bill["lua_inner"],
+        "per_task": bill["billed"] / tasks,
+        "by_command": bill["by_command"],
+        "peak_pg_connections": sampler.peak,
+        "cpu_busy": (busy1 - busy0) / max(1, total1 - total0),
+        "cpu_s": {role: round(cpu1[role] - cpu0[role], 1) for role in cpu1},
+    }
+
+
+def print_row(r: dict[str, Any]) -> None:
+    print(
+        f"{r['processes']:>2} x {r['threads']:<2} {r['jobs']:>4} {r['tasks']:>6}"
+        f" {r['wall_s']:>7.1f} {r['ideal_s']:>7.1f} {r['efficiency']:>6.2f}"
+        f" {r['first_finish_s']:>6.1f}-{r['wall_s']:<6.1f} {r['per_task']:>8.2f}"
+        f" {r['peak_pg_connections']:>7} {100 * r['cpu_busy']:>5.0f}%"
+        f"  {','.join(r['statuses'])} {'yes' if r['one_guide_per_task'] else 'NO'}",
+        "  cpu s: " + ", ".join(f"{role} {s:.1f}" for role, s in r["cpu_s"].items()),
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=16, help="copies of the sample job (N)")
+    parser.add_argument("--latency-ms", type=int, default=500, help="simulated AI latency")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker process (T)")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4], help="K values")
+    parser.add_argument("--timeout-s", type=float, default=600, help="give up on a run after")
+    args = parser.parse_args()
+    admin_url = os.environ["TEST_DATABASE_URL"]
+    print(
+        f"{args.jobs} sample jobs at once, {args.latency_ms} ms tasks; wall from submit to"
+        " the last job's end; finish = first-last job end (s after submit)"
+    )
+    print(
+        f"{'K x T':<7} {'jobs':>4} {'tasks':>6} {'wall s':>7} {'ideal s':>7} {'eff':>6}"
+        f" {'finish s':>13} {'cmd/task':>8} {'peak pg':>7} {'cpu':>6}  status guide/task"
+    )
+    results = []
+    with redis_server() as port:
+        for k in args.processes:
+            results.append(run_k(k, args, port, admin_url))
+            print_row(results[-1])
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "scale.json").write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
