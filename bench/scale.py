@@ -11,12 +11,16 @@ submits their jobs at once through the JSON API, as users do, and follows them t
 
 Prints, per K: wall time from submit to the last job's end against the ideal
 max(critical path, tasks x latency / (K x T)) and the efficiency (ideal / wall); the
-spread of the jobs' finish times; billed Redis commands per task (``redis-cli monitor``
-billed by ``redis-bill``: every command sent plus every ``redis.call`` inside a script);
-the peak of PostgreSQL connections to the database (``pg_stat_activity``, sampled every
-0.2 s); the machine's CPU use during the run (/proc/stat, all processes of the machine)
-and the CPU seconds of web, workers and scheduler; and checks that every job succeeded
-with exactly one guide per task. Writes ``bench/results/scale.json``.
+ideal under the jobs' own batch barriers (each batch after the previous one, FIFO on
+K x T threads, no overhead); the spread of the jobs' finish times; billed Redis commands
+per task (``redis-cli monitor`` billed by ``redis-bill``: every command sent plus every
+``redis.call`` inside a script); the peak of PostgreSQL connections to the database
+(``pg_stat_activity``, sampled every 0.2 s); the machine's CPU use during the run
+(/proc/stat, every process of the machine) and the CPU seconds of web, workers,
+scheduler and PostgreSQL; the mean number of task runs in the running state (threads
+busy on the jobs) and how often a thread was free while messages waited in the queue
+(LLEN, left out of the bill); and checks that every job succeeded with exactly one guide
+per task. Writes ``bench/results/scale.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import heapq
 import json
 import os
 import secrets
@@ -47,6 +52,8 @@ from sample_job import fresh_postgres  # noqa: E402
 
 from samples import load_sample  # noqa: E402
 
+#: The queue the sample's messages go to (settings.QUEUE_NAME's default).
+QUEUE = "handson"
 #: Seconds between two samples of pg_stat_activity and of the jobs' progress.
 SAMPLE_S = 0.2
 
@@ -62,6 +69,31 @@ def critical_path(project: dict[str, Any]) -> int:
         return depth[key]
 
     return max(chain(key) for key in depends)
+
+
+def barrier_schedule(batches: list[dict[str, Any]], jobs: int, threads: int) -> float:
+    """Return the makespan, in task latencies, of ``jobs`` copies of a job whose batches
+    run one after the other (a group's tasks in parallel, a pipeline's steps in turn),
+    on ``threads`` threads taking ready tasks first come, first served, with no overhead:
+    the best the worker side can do when the jobs' own barriers limit them.
+    """
+    units: list[int] = []  # tasks that may run together, one unit after the other
+    for batch in batches:
+        units += [batch["total"]] if batch["mode"] == "group" else [1] * batch["total"]
+    free = [0.0] * threads
+    ready = [(0.0, job, 0) for job in range(jobs)]
+    end = 0.0
+    while ready:
+        at, job, index = heapq.heappop(ready)
+        done = at
+        for _ in range(units[index]):
+            finish = max(heapq.heappop(free), at) + 1
+            heapq.heappush(free, finish)
+            done = max(done, finish)
+        end = max(end, done)
+        if index + 1 < len(units):
+            heapq.heappush(ready, (done, job, index + 1))
+    return end
 
 
 def libpq(url: str) -> str:
@@ -142,20 +174,29 @@ def waiting_consumers(client: redis.Redis) -> int:
     return sum(c["cmd"] == "blmove" for c in client.client_list())
 
 
-def cpu_by_session(sessions: dict[int, str]) -> dict[str, float]:
+def cpu_by_session(sessions: dict[int, str], postmaster: int) -> dict[str, float]:
     """Return CPU seconds used so far by the processes of each session, by role name
-    (``dramatiq workers`` forks its worker process: the session holds both)."""
-    used: dict[str, float] = dict.fromkeys(sessions.values(), 0.0)
+    (``dramatiq workers`` forks its worker process: the session holds both), and by the
+    PostgreSQL server's backends (children of ``postmaster``)."""
+    used: dict[str, float] = dict.fromkeys([*sessions.values(), "postgres"], 0.0)
     tick = os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        role = sessions.get(int(fields[3]))  # session id
+        parent, session = int(fields[1]), int(fields[3])
+        role = "postgres" if parent == postmaster else sessions.get(session)
         if role:
             used[role] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
     return used
+
+
+def postmaster_pid(conninfo: str) -> int:
+    """Return the pid of the PostgreSQL server (the parent of our backend)."""
+    with psycopg.connect(conninfo) as conn:
+        (backend,) = conn.execute("SELECT pg_backend_pid()").fetchone()
+    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def cpu_ticks() -> tuple[int, int]:
@@ -168,10 +209,15 @@ def cpu_ticks() -> tuple[int, int]:
 class Sampler(threading.Thread):
     """Samples the database's connections and the jobs still running."""
 
-    def __init__(self, conninfo: str, database: str, job_ids: list[int]):
+    def __init__(self, conninfo: str, database: str, job_ids: list[int], client: redis.Redis):
         super().__init__(daemon=True)
         self.conninfo, self.database, self.job_ids = conninfo, database, job_ids
+        self.client = client
+        #: Messages waiting in the queue list at each sample (LLEN, left out of the bill).
+        self.queued: list[int] = []
         self.peak = 0
+        #: Task runs in the running state at each sample (threads busy on our jobs).
+        self.running: list[int] = []
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -183,11 +229,15 @@ class Sampler(threading.Thread):
                     (self.database,),
                 ).fetchone()
                 self.peak = max(self.peak, connections)
-                (running,) = conn.execute(
-                    "SELECT count(*) FROM jobs WHERE id = ANY(%s) AND finished_at IS NULL",
-                    (self.job_ids,),
+                (unfinished, busy) = conn.execute(
+                    "SELECT count(*) FILTER (WHERE finished_at IS NULL),"
+                    " (SELECT count(*) FROM task_runs r WHERE r.job_id = ANY(%s)"
+                    "  AND r.status = 'running') FROM jobs WHERE id = ANY(%s)",
+                    (self.job_ids, self.job_ids),
                 ).fetchone()
-                if running == 0:
+                self.running.append(busy)
+                self.queued.append(self.client.llen(f"dramatiq:{QUEUE}"))
+                if unfinished == 0:
                     self.done.set()
                 self.done.wait(SAMPLE_S)
 
@@ -261,7 +311,8 @@ def submit_and_follow(
     job_ids: list[int] = []
     with metered(port) as bill:
         busy0, total0 = cpu_ticks()
-        cpu0 = cpu_by_session(cluster.roles)
+        postmaster = postmaster_pid(conninfo)
+        cpu0 = cpu_by_session(cluster.roles, postmaster)
         started = time.time()
 
         def submit(project_id: int) -> None:
@@ -272,13 +323,16 @@ def submit_and_follow(
             thread.start()
         for thread in threads:
             thread.join()
-        sampler = Sampler(conninfo, database, job_ids)
+        sampler = Sampler(conninfo, database, job_ids, redis.Redis(port=port))
         sampler.start()
         sampler.done.wait(args.timeout_s)
         sampler.join(timeout=5)
         busy1, total1 = cpu_ticks()
-        cpu1 = cpu_by_session(cluster.roles)
+        cpu1 = cpu_by_session(cluster.roles, postmaster)
         time.sleep(0.5)  # the last acks land after the last job's end
+    # The sampler's own LLENs are not the workers' cost.
+    bill["billed"] -= bill["by_command"].pop("LLEN", 0)
+    batches = api(base, f"/api/jobs/{job_ids[0]}")["batches"]
     result = check_guides(conninfo, job_ids)
     finished = result.pop("finished_at")
     tasks = result["tasks"]
@@ -293,6 +347,7 @@ def submit_and_follow(
         "wall_s": wall,
         "ideal_s": ideal,
         "efficiency": ideal / wall,
+        "barrier_ideal_s": barrier_schedule(batches, len(job_ids), k * args.threads) * latency,
         "finish_spread_s": max(finished) - min(finished),
         "first_finish_s": min(finished) - started,
         "billed": bill["billed"],
@@ -300,6 +355,14 @@ def submit_and_follow(
         "per_task": bill["billed"] / tasks,
         "by_command": bill["by_command"],
         "peak_pg_connections": sampler.peak,
+        "mean_running": sum(sampler.running) / max(1, len(sampler.running)),
+        # Samples where a thread was free while messages waited in Redis.
+        "idle_while_queued": sum(
+            1
+            for run, queued in zip(sampler.running, sampler.queued, strict=True)
+            if run < k * args.threads and queued > 0
+        )
+        / max(1, len(sampler.running)),
         "cpu_busy": (busy1 - busy0) / max(1, total1 - total0),
         "cpu_s": {role: round(cpu1[role] - cpu0[role], 1) for role in cpu1},
     }
@@ -312,7 +375,11 @@ def print_row(r: dict[str, Any]) -> None:
         f" {r['first_finish_s']:>6.1f}-{r['wall_s']:<6.1f} {r['per_task']:>8.2f}"
         f" {r['peak_pg_connections']:>7} {100 * r['cpu_busy']:>5.0f}%"
         f"  {','.join(r['statuses'])} {'yes' if r['one_guide_per_task'] else 'NO'}",
-        "  cpu s: " + ", ".join(f"{role} {s:.1f}" for role, s in r["cpu_s"].items()),
+        f"  ideal under the jobs' batch barriers {r['barrier_ideal_s']:.1f} s"
+        f" (efficiency {r['barrier_ideal_s'] / r['wall_s']:.2f});"
+        f" mean running {r['mean_running']:.1f}; free thread while queued"
+        f" {100 * r['idle_while_queued']:.0f}% of samples;",
+        "cpu s: " + ", ".join(f"{role} {s:.1f}" for role, s in r["cpu_s"].items()),
         flush=True,
     )
 
