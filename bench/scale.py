@@ -54,6 +54,8 @@ from samples import load_sample  # noqa: E402
 
 #: The queue the sample's messages go to (settings.QUEUE_NAME's default).
 QUEUE = "handson"
+#: The API token of the bench's deployment (API writes need it).
+TOKEN = secrets.token_hex(16)
 #: Seconds between two samples of pg_stat_activity and of the jobs' progress.
 SAMPLE_S = 0.2
 
@@ -111,6 +113,7 @@ class Cluster:
             GENERATOR_LATENCY_MS=str(latency_ms),
             PYTHONPATH=str(ROOT),
             SECRET_KEY=secrets.token_hex(32),
+            API_TOKEN=TOKEN,
         )
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -154,9 +157,8 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 def api(base: str, path: str, body: Any | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        base + path, data=data, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    request = urllib.request.Request(base + path, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
