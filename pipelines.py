@@ -10,7 +10,9 @@ dispatch service's part (``workers.dispatch``).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
 from collections.abc import Hashable, Sequence
 from typing import Generic, TypeVar
 
@@ -22,6 +24,11 @@ K = TypeVar("K", bound=Hashable)
 
 GROUP = "group"
 PIPELINE = "pipeline"
+#: Strategies: tasks go the moment their dependencies succeeded (``flow``, the default),
+#: or the origin's barriers, each planned batch waiting for the one before (``batches``).
+FLOW = "flow"
+BATCHES = "batches"
+STRATEGIES = (FLOW, BATCHES)
 #: The actor that writes one task run's guide; its first argument is the run id.
 GENERATE_ACTOR = "generate_hands_on"
 
@@ -77,6 +84,117 @@ class PlannedBatch(Generic[K]):
 
     mode: str
     keys: tuple[K, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan(Generic[K]):
+    """A job's plan for the engine: units in release order, and what each waits for.
+
+    A unit is released whole when every link into its first task is done: a ``group``
+    unit's tasks go out together (each taking a slot of ``max_in_flight``), a
+    ``pipeline`` unit's steps as one Dramatiq pipeline (one slot).
+    """
+
+    units: tuple[PlannedBatch[K], ...]
+    #: ``(done, gated)``: the unit whose first task is ``gated`` waits for ``done`` to end.
+    links: tuple[tuple[K, K], ...]
+
+    def placements(self, first_unit: int = 0) -> dict[K, Placement]:
+        """Return where each task sits in the plan, units numbered from ``first_unit``."""
+        waiting_on = collections.Counter(gated for _, gated in self.links)
+        return {
+            key: Placement(
+                unit=first_unit + number,
+                step=step,
+                mode=unit.mode,
+                # A group's every task frees its slot; a pipeline's last step frees its one.
+                frees_slot=unit.mode == GROUP or step == len(unit.keys) - 1,
+                waiting_on=waiting_on[key],
+            )
+            for number, unit in enumerate(self.units)
+            for step, key in enumerate(unit.keys)
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a task sits in a :class:`Plan` (the columns a task run keeps of it)."""
+
+    unit: int
+    step: int
+    mode: str
+    frees_slot: bool
+    waiting_on: int
+
+
+class MaxInFlightError(PlanError):
+    """Raised when the cap on tasks in flight is out of range."""
+
+
+class StrategyError(PlanError):
+    """Raised when a strategy is not one of the known ones."""
+
+
+def check_strategy(strategy: str) -> None:
+    """Check that ``strategy`` is ``flow`` or ``batches``.
+
+    Raises:
+      StrategyError: when it is not.
+    """
+    if strategy not in STRATEGIES:
+        raise StrategyError(
+            f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}", field="strategy"
+        )
+
+
+def check_max_in_flight(
+    max_in_flight: int | None, *, strategy: str, batch_size: int, maximum: int
+) -> int:
+    """Return the job's cap on units in flight: ``max_in_flight``, else the batch size.
+
+    Raises:
+      MaxInFlightError: when it is out of range, or given with the ``batches`` strategy
+        (which runs one batch of ``batch_size`` tasks at a time).
+    """
+    if max_in_flight is None:
+        return batch_size
+    if strategy == BATCHES and max_in_flight != batch_size:
+        raise MaxInFlightError(
+            "max_in_flight applies to the flow strategy; the batches strategy runs one batch"
+            " of batch_size tasks at a time",
+            field="max_in_flight",
+        )
+    if not 1 <= max_in_flight <= maximum:
+        raise MaxInFlightError(
+            f"max_in_flight must be between 1 and {maximum}, got {max_in_flight}",
+            field="max_in_flight",
+        )
+    return max_in_flight
+
+
+def plan(nodes: Sequence[TaskNode[K]], strategy: str, batch_size: int) -> Plan[K]:
+    """Plan a validated graph for the engine, with either strategy.
+
+    ``flow``: each maximal linear chain is a unit (a single task, or a pipeline), gated
+    by the tasks its first task depends on. ``batches``: the units are
+    :func:`plan_batches`' batches, each gated by every task of the batch before it,
+    which is the origin's barrier. Units are in the planner's order: among ready units,
+    the engine releases the earliest first, so runs are reproducible.
+    """
+    if strategy == BATCHES:
+        units = plan_batches(nodes, batch_size)
+        links = [
+            (key, later.keys[0])
+            for earlier, later in itertools.pairwise(units)
+            for key in earlier.keys
+        ]
+        return Plan(tuple(units), tuple(links))
+    position = {node.key: index for index, node in enumerate(nodes)}
+    deps = {node.key: node.depends_on for node in nodes}
+    chains = sorted(_chains(nodes), key=lambda chain: position[chain[0]])
+    flow_units = [PlannedBatch(PIPELINE if len(c) > 1 else GROUP, tuple(c)) for c in chains]
+    links = [(dep, unit.keys[0]) for unit in flow_units for dep in deps[unit.keys[0]]]
+    return Plan(tuple(flow_units), tuple(links))
 
 
 def check_batch_size(batch_size: int, *, maximum: int) -> None:

@@ -12,15 +12,16 @@ from sqlalchemy import orm
 
 import errors
 import pipelines
-from db import dispatch, events
-from db.engine import session_scope
+from db import events, release, units
+from db.engine import in_transaction, session_scope
 from db.jobs import NotFoundError
 from db.models import (
-    UNFINISHED_RUN_STATES,
+    OPEN_RUN_STATES,
     Batch,
     BatchStatus,
     Job,
     JobStatus,
+    RunLink,
     RunStatus,
     Task,
     TaskRun,
@@ -40,13 +41,13 @@ class NotRetryableError(errors.ConflictError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Retried:
-    """A retry just written: how much runs again, and the batch to dispatch first."""
+    """A retry just written: how much runs again, and what to send first."""
 
     tasks: int
-    batches: int
-    first_batch_id: int
-    #: What to send for the first batch, read in the retry's transaction.
-    first_dispatch: pipelines.DispatchSpec | None = None
+    #: Units planned for the rerun (single tasks, groups, pipelines).
+    units: int
+    #: The batches released at once, to send after commit.
+    dispatches: tuple[pipelines.DispatchSpec, ...] = ()
 
 
 def _job_status(session: orm.Session, job_id: int) -> str:
@@ -57,64 +58,73 @@ def _job_status(session: orm.Session, job_id: int) -> str:
 
 
 def cancel_job(job_id: int) -> bool:
-    """Cancel a running job: every unfinished run and pending batch ends ``cancelled``.
+    """Cancel a running job: every unfinished run and running batch ends ``cancelled``.
 
     Running messages finish (their outcome is then ignored), queued ones are dropped
-    when they arrive, pending batches are never dispatched. Returns False when the job
+    when they arrive, runs not released yet never are. Returns False when the job
     had already ended (nothing changes: cancelling twice is harmless).
 
     Raises:
       NotFoundError: when the job does not exist.
     """
-    with session_scope() as session:
-        if _job_status(session, job_id) != JobStatus.RUNNING:
-            return False
-        now = utcnow()
-        # Same lock order as recording an outcome (runs, batches, job): no deadlock.
-        cancelled = session.execute(
-            sa.update(TaskRun)
-            .where(TaskRun.job_id == job_id, TaskRun.status.in_(UNFINISHED_RUN_STATES))
-            .values(status=RunStatus.CANCELLED, error="cancelled", finished_at=now, updated_at=now)
-            .returning(TaskRun.batch_id)
-        ).scalars()
-        per_batch = collections.Counter(cancelled)
-        for batch_id, count in per_batch.items():
-            session.execute(
-                sa.update(Batch)
-                .where(Batch.id == batch_id)
-                .values(done=Batch.done + count, cancelled=Batch.cancelled + count)
-            )
+    return in_transaction(lambda session: _cancel(session, job_id))
+
+
+def _cancel(session: orm.Session, job_id: int) -> bool:
+    """Cancel the job in ``session``'s transaction (see :func:`cancel_job`)."""
+    if _job_status(session, job_id) != JobStatus.RUNNING:
+        return False
+    now = utcnow()
+    # Runs, then batches, then the job, as an outcome locks them; an outcome also locks
+    # the runs it releases, so a cancel may still meet one the other way round: PostgreSQL
+    # aborts one of the two, and in_transaction runs it again.
+    cancelled = session.execute(
+        sa.update(TaskRun)
+        .where(TaskRun.job_id == job_id, TaskRun.status.in_(OPEN_RUN_STATES))
+        .values(status=RunStatus.CANCELLED, error="cancelled", finished_at=now, updated_at=now)
+        .returning(TaskRun.batch_id)
+    ).scalars()
+    per_batch = collections.Counter(cancelled)
+    total = sum(per_batch.values())
+    per_batch.pop(None, None)  # runs never released belong to no batch
+    for batch_id, count in per_batch.items():
         session.execute(
             sa.update(Batch)
-            .where(
-                Batch.job_id == job_id,
-                Batch.status.in_((BatchStatus.PENDING, BatchStatus.RUNNING)),
-            )
-            .values(status=BatchStatus.CANCELLED, finished_at=now)
+            .where(Batch.id == batch_id)
+            .values(done=Batch.done + count, cancelled=Batch.cancelled + count)
         )
-        total = sum(per_batch.values())
-        changed = session.execute(
-            sa.update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-            .values(
-                status=JobStatus.CANCELLED,
-                finished_at=now,
-                current_batch=None,
-                done_tasks=Job.done_tasks + total,
-                cancelled_tasks=Job.cancelled_tasks + total,
-            )
-        ).rowcount
-        if changed:
-            events.append(session, job_id, [("job_cancelled", {"cancelled_tasks": total})])
-        return bool(changed)
+    session.execute(
+        sa.update(Batch)
+        .where(
+            Batch.job_id == job_id,
+            Batch.status.in_((BatchStatus.PENDING, BatchStatus.RUNNING)),
+        )
+        .values(status=BatchStatus.CANCELLED, finished_at=now)
+    )
+    changed = session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(
+            status=JobStatus.CANCELLED,
+            finished_at=now,
+            current_batch=None,
+            in_flight=0,
+            done_tasks=Job.done_tasks + total,
+            cancelled_tasks=Job.cancelled_tasks + total,
+        )
+    ).rowcount
+    if changed:
+        events.append(session, job_id, [("job_cancelled", {"cancelled_tasks": total})])
+    return bool(changed)
 
 
 def retry_job(job_id: int) -> Retried:
-    """Plan the failed and skipped tasks of a finished job as new batches of the same job.
+    """Plan the failed and skipped tasks of a finished job again, as new units of the job.
 
     Succeeded tasks and their guides are kept; the rerun set runs in dependency order
-    (a task's dependencies outside the set have succeeded already, and their stored
-    guides feed it). The caller sends ``first_dispatch`` after this commits.
+    with the job's strategy (a task's dependencies outside the set have succeeded
+    already, and their stored guides feed it). The caller sends ``dispatches`` after
+    this commits.
 
     Raises:
       NotFoundError: when the job does not exist.
@@ -125,8 +135,8 @@ def retry_job(job_id: int) -> Retried:
         job = session.execute(
             sa.update(Job)
             .where(Job.id == job_id, Job.status.in_(RETRYABLE_JOB_STATES))
-            .values(status=JobStatus.RUNNING, finished_at=None)
-            .returning(Job.batch_size, Job.total_batches)
+            .values(status=JobStatus.RUNNING, finished_at=None, in_flight=0)
+            .returning(Job.batch_size, Job.strategy)
         ).one_or_none()
         if job is None:
             status = _job_status(session, job_id)
@@ -147,7 +157,7 @@ def retry_job(job_id: int) -> Retried:
 def _replan(
     session: orm.Session, job_id: int, job: sa.Row[Any], runs: Sequence[sa.Row[Any]]
 ) -> Retried:
-    """Write new batches for ``runs`` after the job's last batch; reset the runs and counters."""
+    """Place ``runs`` in new units after the job's last; reset them and the counters."""
     task_ids = {run.task_id for run in runs}
     deps = collections.defaultdict(list)
     for task_id, dep_id in session.execute(
@@ -158,69 +168,44 @@ def _replan(
         if dep_id in task_ids:
             deps[task_id].append(dep_id)
     nodes = [pipelines.TaskNode(run.task_id, tuple(deps[run.task_id])) for run in runs]
-    plan = pipelines.plan_batches(nodes, job.batch_size)
-    run_of = {run.task_id: run for run in runs}
+    plan = pipelines.plan(nodes, job.strategy, job.batch_size)
+    first_unit = 1 + session.scalar(
+        sa.select(sa.func.coalesce(sa.func.max(TaskRun.unit), 0)).where(TaskRun.job_id == job_id)
+    )
+    run_ids = {run.task_id: run.id for run in runs}
+    # The old links into and out of these runs were spent: the new plan links them anew.
+    session.execute(sa.delete(RunLink).where(RunLink.next_run_id.in_(run_ids.values())))
+    session.execute(sa.delete(RunLink).where(RunLink.run_id.in_(run_ids.values())))
     now = utcnow()
-    first_batch_id = 0
-    for offset, planned in enumerate(plan, start=1):
-        first = offset == 1
-        batch = Batch(
-            job_id=job_id,
-            index=job.total_batches + offset,
-            mode=planned.mode,
-            total=len(planned.keys),
-            status=BatchStatus.RUNNING if first else BatchStatus.PENDING,
-            started_at=now if first else None,
-            dispatched_at=now if first else None,
-            dispatches=1 if first else 0,
-        )
-        session.add(batch)
-        session.flush()
-        first_batch_id = first_batch_id or batch.id
-        for position, task_id in enumerate(planned.keys):
-            session.execute(
-                sa.update(TaskRun)
-                .where(TaskRun.id == run_of[task_id].id)
-                .values(
-                    batch_id=batch.id,
-                    position=position,
-                    status=RunStatus.QUEUED,
-                    error=None,
-                    finished_at=None,
-                    updated_at=now,
-                )
-            )
+    session.connection().execute(
+        sa.update(TaskRun)
+        .where(TaskRun.id == sa.bindparam("run_id"))
+        .values(
+            status=RunStatus.WAITING,
+            batch_id=None,
+            error=None,
+            finished_at=None,
+            updated_at=now,
+            **{name: sa.bindparam(f"new_{name}") for name in units.PLACE_COLUMNS},
+        ),
+        [
+            {"run_id": run_ids[task_id]}
+            | {f"new_{name}": value for name, value in units.run_columns(place).items()}
+            for task_id, place in plan.placements(first_unit).items()
+        ],
+    )
+    units.link(session.connection(), plan, run_ids)
     counts = collections.Counter(run.status for run in runs)
     session.execute(
         sa.update(Job)
         .where(Job.id == job_id)
         .values(
-            total_batches=Job.total_batches + len(plan),
-            current_batch=job.total_batches + 1,
             done_tasks=Job.done_tasks - len(runs),
             failed_tasks=Job.failed_tasks - counts[RunStatus.FAILED],
             skipped_tasks=Job.skipped_tasks - counts[RunStatus.SKIPPED],
         )
     )
-    events.append(
-        session,
-        job_id,
-        [
-            ("job_retried", {"tasks": len(runs), "batches": len(plan)}),
-            (
-                "batch_started",
-                {
-                    "batch": job.total_batches + 1,
-                    "mode": plan[0].mode,
-                    "done": 0,
-                    "total": len(plan[0].keys),
-                },
-            ),
-        ],
-    )
-    return Retried(
-        tasks=len(runs),
-        batches=len(plan),
-        first_batch_id=first_batch_id,
-        first_dispatch=dispatch.read_dispatch(session, first_batch_id),
-    )
+    released = release.release(session, job_id, freed=0, now=now)
+    retried = {"tasks": len(runs), "units": len(plan.units)}
+    release.record(session, job_id, released, first=[("job_retried", retried)])
+    return Retried(tasks=len(runs), units=len(plan.units), dispatches=released.dispatches)

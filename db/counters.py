@@ -1,8 +1,9 @@
 """Batch and job counters, moved atomically in SQL within an outcome's transaction.
 
 The batch row's lock serializes the increments of its tasks' outcomes, so exactly one
-change crosses a batch's total: that change alone completes the batch, starts the next
-one and, after the last, finalizes the job.
+change crosses a batch's total: that change alone completes the batch. The job row's
+lock does the same for the job: the change that takes its done tasks to its total
+finalizes it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.dialects.postgresql import JSONB
 
-from db import events, notify
+from db import events, notify, release
 from db.models import Batch, BatchStatus, Event, Job, JobStatus, utcnow
 
 #: The counters a batch and a job keep, by outcome (``done`` counts them all).
@@ -66,6 +67,8 @@ COUNT_IN_JOB = (
         **_incremented(Job, "_tasks"),
         event_seq=Job.event_seq + sa.bindparam("new_events"),
         completed_batches=Job.completed_batches + sa.bindparam("add_completed_batches"),
+        in_flight=Job.in_flight + sa.bindparam("add_in_flight"),
+        total_batches=Job.total_batches + sa.bindparam("add_batches"),
         current_batch=sa.func.coalesce(
             sa.bindparam("next_batch_index", type_=sa.Integer), Job.current_batch
         ),
@@ -80,24 +83,8 @@ COUNT_IN_JOB = (
         Job.cancelled_tasks,
         Job.completed_batches,
         Job.total_batches,
+        Job.in_flight,
     )
-)
-
-
-START_NEXT_BATCH = (
-    sa.update(Batch)
-    .where(
-        Batch.job_id == sa.bindparam("of_job"),
-        Batch.index == sa.bindparam("next_index"),
-        Batch.status == BatchStatus.PENDING,
-    )
-    .values(
-        status=BatchStatus.RUNNING,
-        started_at=_BATCH_NOW,
-        dispatched_at=_BATCH_NOW,
-        dispatches=Batch.dispatches + 1,
-    )
-    .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
 )
 
 
@@ -112,18 +99,12 @@ def count_in_batch(
     return batch, crossed and batch.status == BatchStatus.COMPLETED
 
 
-def start_next_batch(session: orm.Session, job_id: int, index: int, now: Any) -> sa.Row[Any] | None:
-    """Mark the batch after ``index`` running, once; return it, or None when there is none."""
-    parameters = {"of_job": job_id, "next_index": index + 1, "now": now}
-    return session.connection().execute(START_NEXT_BATCH, parameters).one_or_none()
-
-
 def count_in_job(
     session: orm.Session,
     job_id: int,
     counts: collections.Counter[str],
     completed: bool,
-    next_batch: sa.Row[Any] | None,
+    released: release.Released,
     new_events: Sequence[events.NewEvent],
 ) -> sa.Row[Any]:
     """Move the job's counters and store ``new_events``, each carrying the counters after.
@@ -135,7 +116,9 @@ def count_in_job(
         **increments(job_id, counts),
         "new_events": len(new_events),
         "add_completed_batches": int(completed),
-        "next_batch_index": None if next_batch is None else next_batch.index,
+        "add_in_flight": released.slots,
+        "add_batches": released.batches,
+        "next_batch_index": released.last_index,
     }
     connection = session.connection()
     if connection.dialect.name == "postgresql":
@@ -228,6 +211,7 @@ _JOB_COUNTERS = {
     "failed": Job.failed_tasks,
     "skipped": Job.skipped_tasks,
     "cancelled": Job.cancelled_tasks,
+    "in_flight": Job.in_flight,
 }
 
 

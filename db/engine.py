@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event, orm
@@ -20,6 +20,8 @@ from sqlalchemy import event, orm
 import errors
 from db import pool
 from db.pool import PoolOptions
+
+T = TypeVar("T")
 
 #: The session factory; unbound until :func:`configure` is called.
 Session = orm.sessionmaker(expire_on_commit=False)
@@ -196,6 +198,31 @@ def session_scope() -> Iterator[orm.Session]:
     turn = _sqlite_turns if engine.dialect.name == "sqlite" else contextlib.nullcontext()
     with turn, Session() as session, session.begin():
         yield session
+
+
+#: PostgreSQL's code for a transaction it aborted to break a deadlock.
+_DEADLOCK_DETECTED = "40P01"
+#: Tries of a transaction that PostgreSQL aborts to break a deadlock.
+DEADLOCK_TRIES = 3
+
+
+def in_transaction(work: Callable[[orm.Session], T]) -> T:
+    """Run ``work(session)`` in a transaction (:func:`session_scope`); return its result.
+
+    When PostgreSQL aborts it to break a deadlock (two transactions locking the same
+    rows in opposite orders: a cancel against an outcome), the whole transaction runs
+    again, up to :data:`DEADLOCK_TRIES` times; its guarded updates make that safe.
+    """
+    tries = 1
+    while True:
+        try:
+            with session_scope() as session:
+                return work(session)
+        except sa.exc.OperationalError as error:
+            deadlock = getattr(error.orig, "sqlstate", None) == _DEADLOCK_DETECTED
+            if not deadlock or tries >= DEADLOCK_TRIES:
+                raise
+            tries += 1
 
 
 @contextlib.contextmanager

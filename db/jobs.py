@@ -10,14 +10,14 @@ from sqlalchemy import orm
 
 import errors
 import pipelines
-from db import events, usage
+from db import release, units, usage
 from db.dispatch import DispatchSpec
 from db.engine import session_scope
 from db.models import (
     Batch,
-    BatchStatus,
     Job,
     Project,
+    RunStatus,
     Task,
     TaskRun,
     task_dependencies,
@@ -31,14 +31,14 @@ class NotFoundError(errors.NotFoundError):
 
 @dataclasses.dataclass(frozen=True)
 class CreatedJob:
-    """A job just written: its id and the batch to dispatch first."""
+    """A job just written: its id, its plan's size, and what to send first."""
 
     job_id: int
-    first_batch_id: int
-    batches: int
+    #: Units planned: single tasks, groups and pipelines (the batches strategy's batches).
+    units: int
     pipelines: int
-    #: What to send for the first batch, once the job is committed.
-    first_dispatch: DispatchSpec
+    #: The batches released at once, to send once the job is committed.
+    dispatches: tuple[DispatchSpec, ...]
 
 
 def create_job(
@@ -47,24 +47,40 @@ def create_job(
     batch_size: int,
     max_batch_size: int,
     max_tasks: int,
+    strategy: str = pipelines.FLOW,
+    max_in_flight: int | None = None,
     max_retries: int | None = None,
     session: orm.Session | None = None,
 ) -> CreatedJob:
-    """Validate and plan a project, then write its job, batches and task runs at once.
+    """Validate and plan a project, write its job, runs and links, and release what is ready.
 
-    Batch 1 is written as running; the caller dispatches it after this commits. With
-    ``session``, the job is written in that session's transaction (a scheduler claims
-    a due time and writes its job in one transaction).
+    ``max_in_flight`` (default: ``batch_size``) caps the units queued or running at once;
+    the ``batches`` strategy runs ``batch_size`` at a time. The caller sends
+    ``dispatches`` after this commits. With ``session``, the job is written in that
+    session's transaction (a scheduler claims a due time and writes its job in one).
 
     Raises:
       NotFoundError: when the project does not exist.
-      pipelines.PlanError: when the batch size or the project's graph is invalid.
+      pipelines.PlanError: when an option or the project's graph is invalid.
     """
     pipelines.check_batch_size(batch_size, maximum=max_batch_size)
+    pipelines.check_strategy(strategy)
+    cap = pipelines.check_max_in_flight(
+        max_in_flight, strategy=strategy, batch_size=batch_size, maximum=max_batch_size
+    )
+    options = _Options(batch_size, strategy, cap, max_retries)
     if session is None:
         with session_scope() as session:
-            return _write_job(session, project_id, batch_size, max_tasks, max_retries)
-    return _write_job(session, project_id, batch_size, max_tasks, max_retries)
+            return _write_job(session, project_id, options, max_tasks)
+    return _write_job(session, project_id, options, max_tasks)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    batch_size: int
+    strategy: str
+    max_in_flight: int
+    max_retries: int | None
 
 
 # Built once: building a statement costs more Python time than running it does.
@@ -80,9 +96,9 @@ _TASKS_OF_PROJECT = (
 
 
 def _write_job(
-    session: orm.Session, project_id: int, batch_size: int, max_tasks: int, max_retries: int | None
+    session: orm.Session, project_id: int, options: _Options, max_tasks: int
 ) -> CreatedJob:
-    """Plan the project and insert its job, batches and runs: five statements in all.
+    """Plan the project, insert its job, runs and links, and release its first units.
 
     SQLAlchemy Core rather than the ORM's unit of work: the time between a submit and
     its first message is part of every job's wall time.
@@ -90,64 +106,48 @@ def _write_job(
     connection = session.connection()
     task_ids, nodes = _read_graph(connection, project_id)
     pipelines.validate_graph(nodes, max_tasks=max_tasks)
-    plan = pipelines.plan_batches(nodes, batch_size)
+    plan = pipelines.plan(nodes, options.strategy, options.batch_size)
 
-    now = utcnow()
     job_id = connection.execute(
         sa.insert(Job).returning(Job.id),
         {
             "project_id": project_id,
-            "batch_size": batch_size,
-            "max_retries": max_retries,
+            "batch_size": options.batch_size,
+            "strategy": options.strategy,
+            "max_in_flight": options.max_in_flight,
+            "max_retries": options.max_retries,
             "total_tasks": len(nodes),
-            "total_batches": len(plan),
-            "current_batch": 1,
+            "total_batches": 0,
+            "current_batch": None,
         },
     ).scalar_one()
-    first = {
-        "status": BatchStatus.RUNNING,
-        "started_at": now,
-        "dispatched_at": now,
-        "dispatches": 1,
-    }
-    pending = {
-        "status": BatchStatus.PENDING,
-        "started_at": None,
-        "dispatched_at": None,
-        "dispatches": 0,
-    }
-    batch_ids = (
-        connection.execute(
-            sa.insert(Batch).returning(Batch.id, sort_by_parameter_order=True),
-            [
-                {"job_id": job_id, "index": index, "mode": planned.mode, "total": len(planned.keys)}
-                | (first if index == 1 else pending)
-                for index, planned in enumerate(plan, start=1)
-            ],
+    placed = plan.placements()
+    run_ids = dict(
+        zip(
+            placed,
+            connection.execute(
+                sa.insert(TaskRun).returning(TaskRun.id, sort_by_parameter_order=True),
+                [
+                    {"job_id": job_id, "task_id": task_ids[key], "status": RunStatus.WAITING}
+                    | units.run_columns(place)
+                    for key, place in placed.items()
+                ],
+            ).scalars(),
+            strict=True,
         )
-        .scalars()
-        .all()
     )
-    run_ids = (
-        connection.execute(
-            sa.insert(TaskRun).returning(TaskRun.id, sort_by_parameter_order=True),
-            [
-                {"job_id": job_id, "batch_id": batch_id, "task_id": task_ids[key], "position": i}
-                for batch_id, planned in zip(batch_ids, plan, strict=True)
-                for i, key in enumerate(planned.keys)
-            ],
-        )
-        .scalars()
-        .all()
-    )
-    pipeline_count = sum(1 for planned in plan if planned.mode == pipelines.PIPELINE)
-    summary = {"tasks": len(nodes), "batches": len(plan), "pipelines": pipeline_count}
-    first_batch = {"batch": 1, "mode": plan[0].mode, "done": 0, "total": len(plan[0].keys)}
-    events.append(session, job_id, [("job_started", summary), ("batch_started", first_batch)])
-    first_dispatch = DispatchSpec(
-        mode=plan[0].mode, run_ids=tuple(run_ids[: len(plan[0].keys)]), max_retries=max_retries
-    )
-    return CreatedJob(job_id, batch_ids[0], len(plan), pipeline_count, first_dispatch)
+    units.link(connection, plan, run_ids)
+    pipeline_count = sum(1 for unit in plan.units if unit.mode == pipelines.PIPELINE)
+    summary = {
+        "tasks": len(nodes),
+        "units": len(plan.units),
+        "pipelines": pipeline_count,
+        "strategy": options.strategy,
+        "max_in_flight": options.max_in_flight,
+    }
+    released = release.release(session, job_id, freed=0, now=utcnow())
+    release.record(session, job_id, released, first=[("job_started", summary)])
+    return CreatedJob(job_id, len(plan.units), pipeline_count, released.dispatches)
 
 
 def _read_graph(
@@ -196,13 +196,15 @@ def snapshot(job_id: int) -> dict[str, Any]:
         if job is None:
             raise NotFoundError(f"job {job_id} does not exist")
         data = _job_data(job)
+        data["unreleased"] = _unreleased_runs(session, job_id)
         data["redis_commands"] = usage.job_commands(session, job_id)
         return data
 
 
 def _job_data(job: Job) -> dict[str, Any]:
     fields = (
-        "id", "project_id", "status", "batch_size", "total_tasks", "total_batches", "done_tasks",
+        "id", "project_id", "status", "batch_size", "strategy", "max_in_flight", "in_flight",
+        "total_tasks", "total_batches", "done_tasks",
         "succeeded_tasks", "failed_tasks", "skipped_tasks", "cancelled_tasks",
         "completed_batches", "current_batch", "event_seq", "error",
     )  # fmt: skip
@@ -241,6 +243,67 @@ def _job_data(job: Job) -> dict[str, Any]:
         for batch in job.batches
     ]
     return data
+
+
+_dependency_run = orm.aliased(TaskRun)
+#: A job's runs never released (waiting, or cancelled before they were), in plan order,
+#: one row per dependency (``open_dependency_run`` is set while it has not succeeded).
+_UNRELEASED = (
+    sa.select(
+        TaskRun.id,
+        TaskRun.task_id,
+        Task.key,
+        Task.title,
+        TaskRun.status,
+        TaskRun.error,
+        TaskRun.attempts,
+        TaskRun.started_at,
+        TaskRun.finished_at,
+        TaskRun.step,
+        TaskRun.waiting_on,
+        _dependency.key.label("dependency"),
+        _dependency_run.id.label("open_dependency_run"),
+    )
+    .join(Task, Task.id == TaskRun.task_id)
+    .outerjoin(task_dependencies, task_dependencies.c.task_id == Task.id)
+    .outerjoin(_dependency, _dependency.id == task_dependencies.c.depends_on_id)
+    .outerjoin(
+        _dependency_run,
+        sa.and_(
+            _dependency_run.job_id == TaskRun.job_id,
+            _dependency_run.task_id == _dependency.id,
+            _dependency_run.status != RunStatus.SUCCEEDED,
+        ),
+    )
+    .where(TaskRun.job_id == sa.bindparam("job_id"), TaskRun.batch_id.is_(None))
+    .order_by(TaskRun.unit, TaskRun.step, _dependency.position)
+)
+
+
+def _unreleased_runs(session: orm.Session, job_id: int) -> list[dict[str, Any]]:
+    """Return the job's runs never released, each with the dependencies it waits for."""
+    unreleased: dict[int, dict[str, Any]] = {}
+    for row in session.execute(_UNRELEASED, {"job_id": job_id}):
+        run = unreleased.setdefault(
+            row.id,
+            {
+                "id": row.id,
+                "task_id": row.task_id,
+                "key": row.key,
+                "title": row.title,
+                "status": row.status,
+                "attempts": row.attempts,
+                "error": row.error,
+                "started_at": iso(row.started_at),
+                "finished_at": iso(row.finished_at),
+                # Ready: waiting for nothing but a free slot.
+                "ready": row.status == RunStatus.WAITING and row.step == 0 and row.waiting_on <= 0,
+                "waits_for": [],
+            },
+        )
+        if row.open_dependency_run is not None:
+            run["waits_for"].append(row.dependency)
+    return list(unreleased.values())
 
 
 def iso(value: Any) -> str | None:

@@ -77,6 +77,8 @@ class BatchStatus(enum.StrEnum):
 class RunStatus(enum.StrEnum):
     """Life cycle of one task's run within a job."""
 
+    #: Not released yet: waits for what its unit is linked to, or for a free slot.
+    WAITING = "waiting"
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -85,8 +87,10 @@ class RunStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-#: Run states that still await an outcome.
+#: Run states of released work that still awaits an outcome.
 UNFINISHED_RUN_STATES = (RunStatus.QUEUED, RunStatus.RUNNING)
+#: Run states that still await an outcome, released or not.
+OPEN_RUN_STATES = (RunStatus.WAITING, RunStatus.QUEUED, RunStatus.RUNNING)
 
 task_dependencies = sa.Table(
     "task_dependencies",
@@ -153,7 +157,7 @@ class HandsOn(Base):
 
 
 class Job(Base):
-    """A generation job: one guide per task of a project, run as ordered batches."""
+    """A generation job: one guide per task of a project, released as dispatch units."""
 
     __tablename__ = "jobs"
     __table_args__ = (sa.Index("ix_jobs_project_id", "project_id"),)
@@ -162,8 +166,15 @@ class Job(Base):
     project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(sa.String(16), default=JobStatus.RUNNING)
     batch_size: Mapped[int]
+    #: ``flow`` (tasks go when their dependencies succeeded) or ``batches`` (barriers).
+    strategy: Mapped[str] = mapped_column(sa.String(16), default="flow")
+    #: Most units (a task, or a pipeline) queued or running at once: the AI load.
+    max_in_flight: Mapped[int]
+    #: Units queued or running now; moved under the job's row lock.
+    in_flight: Mapped[int] = mapped_column(default=0)
     max_retries: Mapped[int | None]
     total_tasks: Mapped[int]
+    #: Batches released so far (a batch is made when its work is released).
     total_batches: Mapped[int]
     done_tasks: Mapped[int] = mapped_column(default=0)
     succeeded_tasks: Mapped[int] = mapped_column(default=0)
@@ -215,6 +226,10 @@ class Batch(Base):
     )
 
 
+#: A released-when-ready unit's first run: the engine's index finds ready ones at once.
+_READY = sa.text("status = 'waiting' AND step = 0 AND waiting_on <= 0")
+
+
 class TaskRun(Base):
     """One task's run within a job: its state, attempts, error and timings."""
 
@@ -223,14 +238,28 @@ class TaskRun(Base):
         sa.UniqueConstraint("job_id", "task_id"),
         sa.Index("ix_task_runs_batch_position", "batch_id", "position"),
         sa.Index("ix_task_runs_task_id", "task_id"),
+        sa.Index("ix_task_runs_job_unit", "job_id", "unit", "step"),
+        sa.Index(
+            "ix_task_runs_ready", "job_id", "unit", postgresql_where=_READY, sqlite_where=_READY
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
-    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("batches.id", ondelete="CASCADE"))
+    #: The batch it was released in; None while it waits.
+    batch_id: Mapped[int | None] = mapped_column(sa.ForeignKey("batches.id", ondelete="CASCADE"))
     task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"))
     #: Place within the batch (a pipeline's step number).
     position: Mapped[int]
+    #: The planned unit it belongs to (release order) and its step there (0: the first).
+    unit: Mapped[int] = mapped_column(default=0)
+    step: Mapped[int] = mapped_column(default=0)
+    #: ``group`` or ``pipeline``: how its unit goes out.
+    unit_mode: Mapped[str] = mapped_column(sa.String(16), default="group")
+    #: Links into its unit not done yet (first step only); 0 and waiting: ready.
+    waiting_on: Mapped[int] = mapped_column(default=0)
+    #: Whether its end frees its unit's slot (a group's every task, a pipeline's last).
+    frees_slot: Mapped[bool] = mapped_column(default=True)
     status: Mapped[str] = mapped_column(sa.String(16), default=RunStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(sa.Text)
@@ -242,6 +271,19 @@ class TaskRun(Base):
     job: Mapped[Job] = orm.relationship()
     batch: Mapped[Batch] = orm.relationship(back_populates="runs")
     task: Mapped[Task] = orm.relationship()
+
+
+class RunLink(Base):
+    """When ``run_id`` ends, the unit that starts with ``next_run_id`` waits for one less."""
+
+    __tablename__ = "run_links"
+
+    run_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("task_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    next_run_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("task_runs.id", ondelete="CASCADE"), primary_key=True
+    )
 
 
 class Event(Base):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from db import counters, events, guides, progress, starts
+from db import counters, events, guides, progress, release, starts
 from db.engine import get_engine
 from db.models import RunStatus, utcnow
 
@@ -19,7 +19,13 @@ def compile_ahead() -> None:
     # Exactly each statement's parameters: in an UPDATE, an extra key naming a column
     # would become one more SET clause (another statement, cached apart).
     now, nothing_counted = utcnow(), counters.increments(-1, collections.Counter())
-    job_counts = {**nothing_counted, "add_completed_batches": 0, "next_batch_index": None}
+    job_counts = {
+        **nothing_counted,
+        "add_completed_batches": 0,
+        "add_in_flight": 0,
+        "add_batches": 0,
+        "next_batch_index": None,
+    }
     run = {"run_id": -1, "now": now}
     statements = [
         (starts.START_RUN, run),
@@ -29,7 +35,10 @@ def compile_ahead() -> None:
         ),
         (counters.COUNT_IN_BATCH, {**nothing_counted, "now": now}),
         (counters.COUNT_IN_JOB, {**job_counts, "new_events": 0}),
-        (counters.START_NEXT_BATCH, {"of_job": -1, "next_index": 0, "now": now}),
+        (release.UNLINK, {"ended": [-1]}),
+        (release.FREE_SLOTS, {"job_id": -1, "freed": 0}),
+        (release.READY_RUNS, {"job_id": -1, "limit": 1}),
+        (release.QUEUE_RUN, {"run_id": -1, "into_batch": -1, "at": 0, "now": now}),
         (events.RESERVE_SEQ, {"job_id": -1, "count": 0}),
         (guides.REQUEST_OF_RUN, {"run_id": -1}),
     ]

@@ -2,8 +2,8 @@
 
 Every change is a conditional ``UPDATE ... WHERE status IN (unfinished)`` and every
 counter moves atomically in SQL (``done = done + 1``), so a message that runs twice is
-counted once, a batch completes once, the next batch starts once and a job is finalized
-once. Recording one outcome costs a fixed number of statements, whatever the job's size.
+counted once, a batch completes once, what it releases is released once and a job is
+finalized once. Recording one outcome costs a fixed number of statements, whatever the job's size.
 
 These statements run on every task, so they go straight to the session's connection
 (SQLAlchemy Core): the ORM's per-statement work would about double their Python time,
@@ -20,8 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from db import counters, dispatch, events
-from db.engine import session_scope
+from db import counters, events, release
+from db.engine import in_transaction, session_scope
 from db.models import (
     UNFINISHED_RUN_STATES,
     Batch,
@@ -30,19 +30,21 @@ from db.models import (
     TaskRun,
     utcnow,
 )
+from pipelines import DispatchSpec
 
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What recording a task outcome changed, for the caller to act on after commit."""
 
-    #: A batch this change started: dispatch its messages (after commit).
-    next_batch_id: int | None = None
-    #: What to send for that batch, read in the same transaction.
-    next_dispatch: dispatch.DispatchSpec | None = None
+    #: The batches this change released: send them (after commit).
+    dispatches: tuple[DispatchSpec, ...] = ()
     #: The job's final status when this change finalized it.
     job_status: str | None = None
 
+
+#: Why a pipeline's later steps are skipped, stored and sent with their events.
+PIPELINE_SKIP = "skipped: an earlier step failed"
 
 #: A write that rides in the transaction recording an outcome: ``write(session)``.
 Write = Callable[[orm.Session], None]
@@ -55,10 +57,13 @@ def record_outcome(
 
     ``along`` runs first in the same transaction (a task's result, stored with its outcome).
     """
-    with session_scope() as session:
+
+    def record(session: orm.Session) -> Outcome:
         if along is not None:
             along(session)
         return finish(session, run_id, status, error)
+
+    return in_transaction(record)
 
 
 def record_retry(run_id: int, error: str) -> None:
@@ -89,11 +94,23 @@ FINISH_RUN = (
         finished_at=_NOW,
         updated_at=_NOW,
     )
-    .returning(TaskRun.job_id, TaskRun.batch_id, TaskRun.position, TaskRun.task_id)
+    .returning(
+        TaskRun.id,
+        TaskRun.job_id,
+        TaskRun.batch_id,
+        TaskRun.position,
+        TaskRun.task_id,
+        TaskRun.frees_slot,
+    )
 )
 
 
 def finish(session: orm.Session, run_id: int, status: RunStatus, error: str | None) -> Outcome:
+    """Record a run's outcome once, and everything it sets going, in the caller's transaction.
+
+    Counts it in its batch and job, releases the units it was the last link of (and
+    any that wait for the slot it frees), and finalizes the job when it was the last.
+    """
     now = utcnow()
     run = (
         session.connection()
@@ -108,32 +125,29 @@ def finish(session: orm.Session, run_id: int, status: RunStatus, error: str | No
     new_events: list[events.NewEvent] = [
         (f"task_{status}", {"run": run_id, "task": run.task_id, "error": error})
     ]
+    ended = [run]
     if status != RunStatus.SUCCEEDED:
         for skipped in _skip_rest_of_pipeline(session, run.batch_id, run.position, now):
             counts[RunStatus.SKIPPED] += 1
-            new_events.append(("task_skipped", {"run": skipped.id, "task": skipped.task_id}))
+            ended.append(skipped)
+            skip = {"run": skipped.id, "task": skipped.task_id, "error": PIPELINE_SKIP}
+            new_events.append(("task_skipped", skip))
 
     batch, completed = counters.count_in_batch(session, run.batch_id, counts, now)
-    next_batch = next_dispatch = None
     if completed:
         new_events.append(("batch_completed", counters.batch_payload(batch)))
-        next_batch = counters.start_next_batch(session, run.job_id, batch.index, now)
-        if next_batch is not None:
-            new_events.append(("batch_started", counters.batch_payload(next_batch)))
-            # Read now, before the job's row is locked, rather than in a transaction of
-            # its own after commit: the next batch goes out one round of queries sooner.
-            next_dispatch = dispatch.read_dispatch(session, next_batch.id)
+    became_ready = release.unlink(session, [row.id for row in ended])
+    freed = sum(1 for row in ended if row.frees_slot)
+    released = release.NOTHING
+    if freed or became_ready:
+        released = release.release(session, run.job_id, freed=freed, now=now)
+        new_events.extend(released.events)
 
-    job = counters.count_in_job(session, run.job_id, counts, completed, next_batch, new_events)
-
+    job = counters.count_in_job(session, run.job_id, counts, completed, released, new_events)
     job_status = None
-    if completed and next_batch is None and job.completed_batches == job.total_batches:
+    if job.done_tasks - sum(counts.values()) < job.total_tasks <= job.done_tasks:
         job_status = counters.finalize(session, run.job_id, now)
-    return Outcome(
-        next_batch_id=None if next_batch is None else next_batch.id,
-        next_dispatch=next_dispatch,
-        job_status=job_status,
-    )
+    return Outcome(dispatches=released.dispatches, job_status=job_status)
 
 
 def _skip_rest_of_pipeline(
@@ -152,9 +166,7 @@ def _skip_rest_of_pipeline(
                 TaskRun.status == RunStatus.QUEUED,
                 is_pipeline,
             )
-            .values(
-                status=RunStatus.SKIPPED, error="skipped: an earlier step failed", finished_at=now
-            )
-            .returning(TaskRun.id, TaskRun.task_id)
+            .values(status=RunStatus.SKIPPED, error=PIPELINE_SKIP, finished_at=now)
+            .returning(TaskRun.id, TaskRun.task_id, TaskRun.frees_slot)
         )
     )

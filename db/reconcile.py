@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 import pipelines
-from db import counters, dispatch, events
+from db import counters, dispatch, events, release
 from db.engine import session_scope
 from db.models import (
     UNFINISHED_RUN_STATES,
@@ -25,6 +25,7 @@ from db.models import (
     BatchStatus,
     Job,
     JobStatus,
+    RunStatus,
     TaskRun,
     utcnow,
 )
@@ -38,9 +39,8 @@ class Repair:
 
     job_id: int
     description: str
-    dispatch_batch_id: int | None = None
-    #: What to send for that batch, read in the repair's transaction.
-    dispatch: pipelines.DispatchSpec | None = None
+    #: What to send, read or released in the repair's transaction.
+    dispatches: tuple[pipelines.DispatchSpec, ...] = ()
 
 
 def _stalled_batches(session: orm.Session, cutoff: dt.datetime) -> list[sa.Row[Any]]:
@@ -84,44 +84,42 @@ def _redispatch(session: orm.Session, batch: sa.Row[Any], stall_s: float) -> Rep
     text = f"re-dispatched {tasks} stalled task(s) of batch {batch.index}"
     payload = {"batch": batch.index, "tasks": tasks, "stall_timeout_s": stall_s}
     events.append(session, batch.job_id, [("batch_redispatched", payload)])
-    return Repair(batch.job_id, text, batch.id, dispatch.read_dispatch(session, batch.id))
+    spec = dispatch.read_dispatch(session, batch.id)
+    return Repair(batch.job_id, text, () if spec is None else (spec,))
 
 
-def _orphaned_successors(session: orm.Session) -> list[Repair]:
-    """Start a pending batch whose predecessor completed (defence in depth)."""
-    previous = orm.aliased(Batch)
-    rows = session.execute(
-        sa.select(previous.job_id, previous.index)
-        .join(Batch, sa.and_(Batch.job_id == previous.job_id, Batch.index == previous.index + 1))
-        .join(Job, Job.id == previous.job_id)
+def _unreleased_ready_units(session: orm.Session) -> list[Repair]:
+    """Release ready units of running jobs that have free slots (defence in depth).
+
+    An outcome releases what it makes ready in its own transaction; this finds what
+    none released (a job whose plan was changed by hand, a bug).
+    """
+    job_ids = session.scalars(
+        sa.select(TaskRun.job_id)
+        .join(Job, Job.id == TaskRun.job_id)
         .where(
             Job.status == JobStatus.RUNNING,
-            previous.status == BatchStatus.COMPLETED,
-            Batch.status == BatchStatus.PENDING,
+            Job.in_flight < Job.max_in_flight,
+            TaskRun.status == RunStatus.WAITING,
+            TaskRun.step == 0,
+            TaskRun.waiting_on <= 0,
         )
+        .distinct()
     ).all()
     repairs = []
-    for job_id, index in rows:
-        started = counters.start_next_batch(session, job_id, index, utcnow())
-        if started is not None:
-            payload = {
-                "batch": started.index,
-                "mode": started.mode,
-                "done": 0,
-                "total": started.total,
-            }
-            events.append(session, job_id, [("batch_started", payload)])
-            spec = dispatch.read_dispatch(session, started.id)
-            repairs.append(Repair(job_id, f"started batch {started.index}", started.id, spec))
+    for job_id in job_ids:
+        released = release.release(session, job_id, freed=0, now=utcnow())
+        release.record(session, job_id, released)
+        if released.batches:
+            text = f"released {released.batches} ready batch(es) that nothing had released"
+            repairs.append(Repair(job_id, text, released.dispatches))
     return repairs
 
 
 def _unfinalized_jobs(session: orm.Session) -> list[Repair]:
-    """Finalize running jobs whose every batch is done (defence in depth)."""
+    """Finalize running jobs whose every task is done (defence in depth)."""
     job_ids = session.scalars(
-        sa.select(Job.id).where(
-            Job.status == JobStatus.RUNNING, Job.completed_batches >= Job.total_batches
-        )
+        sa.select(Job.id).where(Job.status == JobStatus.RUNNING, Job.done_tasks >= Job.total_tasks)
     ).all()
     repairs = []
     for job_id in job_ids:
@@ -134,7 +132,7 @@ def _unfinalized_jobs(session: orm.Session) -> list[Repair]:
 def find_repairs(stall_timeout_s: float) -> list[Repair]:
     """Claim every repair due now, in one transaction; return them with what to send.
 
-    The caller logs each repair and sends its ``dispatch`` after this commits
+    The caller logs each repair and sends its ``dispatches`` after this commits
     (``workers.dispatch.repair``).
     """
     cutoff = utcnow() - dt.timedelta(seconds=stall_timeout_s)
@@ -144,6 +142,6 @@ def find_repairs(stall_timeout_s: float) -> list[Repair]:
             for batch in _stalled_batches(session, cutoff)
             if (repair := _redispatch(session, batch, stall_timeout_s)) is not None
         ]
-        repairs += _orphaned_successors(session)
+        repairs += _unreleased_ready_units(session)
         repairs += _unfinalized_jobs(session)
     return repairs

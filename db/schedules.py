@@ -90,9 +90,8 @@ class Fired:
 
     schedule_id: int
     job_id: int | None
-    first_batch_id: int | None
-    #: What to send for the job's first batch, once committed.
-    first_dispatch: pipelines.DispatchSpec | None = None
+    #: What to send for the job's first units, once committed.
+    dispatches: tuple[pipelines.DispatchSpec, ...] = ()
 
 
 def _fire(schedule: Schedule, now: dt.datetime, *, max_tasks: int, max_batch: int) -> Fired | None:
@@ -116,17 +115,17 @@ def _fire(schedule: Schedule, now: dt.datetime, *, max_tasks: int, max_batch: in
                 )
         except (jobs.NotFoundError, pipelines.PlanError) as error:
             logger.error("Schedule %d could not start a job: %s", schedule.id, error)
-            return Fired(schedule.id, None, None)
+            return Fired(schedule.id, None)
         session.execute(
             sa.update(Schedule).where(Schedule.id == schedule.id).values(last_job_id=created.job_id)
         )
-        return Fired(schedule.id, created.job_id, created.first_batch_id, created.first_dispatch)
+        return Fired(schedule.id, created.job_id, created.dispatches)
 
 
 def fire_due(*, max_tasks: int, max_batch_size: int) -> list[Fired]:
     """Write a job for every schedule that is due; missed due times fire once, not each.
 
-    Each fired job is committed with what to send first (``Fired.first_dispatch``): the
+    Each fired job is committed with what to send first (``Fired.dispatches``): the
     caller sends it (``workers.dispatch.fire_schedules``).
     """
     now = utcnow()

@@ -186,6 +186,12 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(BACKEND_FIXTURES[request.param])
 
 
+@pytest.fixture(params=["flow", "batches"])
+def strategy(request: pytest.FixtureRequest) -> str:
+    """A scheduling strategy; tests using it run once with each."""
+    return request.param
+
+
 @pytest.fixture
 def processes(redis_url: str, postgres_url: str, tmp_path: Path) -> Iterator[Any]:
     """A :class:`processkit.Cluster`: our processes on the test servers, stopped after."""

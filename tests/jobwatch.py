@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -62,3 +63,31 @@ def wait_for_event(
 def batch_started(index: int) -> Callable[[dict[str, Any]], bool]:
     """Match the event of batch ``index`` starting."""
     return lambda e: e["type"] == "batch_started" and e["payload"]["batch"] == index
+
+
+def assert_flowed(job: dict[str, Any], events: list[dict[str, Any]], deps: dict[str, Any]) -> None:
+    """Every task started after all it depends on had succeeded, within the job's cap.
+
+    ``deps`` maps each task key to the keys it depends on; ``events`` are the job's, in
+    order of their sequence numbers (commit order).
+    """
+    key_of = {run["id"]: run["key"] for batch in job["batches"] for run in batch["runs"]}
+    # A pipeline's next step is sent as its previous one returns, before that outcome is
+    # committed: within a pipeline, the step before counts as done.
+    step_before = {
+        later["key"]: earlier["key"]
+        for batch in job["batches"]
+        if batch["mode"] == "pipeline"
+        for earlier, later in itertools.pairwise(batch["runs"])
+    }
+    succeeded: set[str] = set()
+    for event in events:
+        payload = event["payload"]
+        if event["type"] == "task_succeeded":
+            succeeded.add(key_of[payload["run"]])
+        elif event["type"] == "task_started":
+            key = key_of[payload["run"]]
+            needed = set(deps[key]) - {step_before.get(key)}
+            assert needed <= succeeded, f"{key} started before {needed} succeeded"
+    in_flight = [e["payload"]["job"]["in_flight"] for e in events if "job" in e["payload"]]
+    assert in_flight and max(in_flight) <= job["max_in_flight"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable
 
 import dramatiq
 
@@ -21,13 +22,16 @@ from pipelines import DispatchSpec
 logger = logging.getLogger(__name__)
 
 
-def send(spec: DispatchSpec | None) -> int:
+def send_all(specs: Iterable[DispatchSpec]) -> int:
+    """Send each spec (see :func:`send`); return the messages sent now."""
+    return sum(send(spec) for spec in specs)
+
+
+def send(spec: DispatchSpec) -> int:
     """Send what ``spec`` says as a group or pipeline; return the messages sent now.
 
     A pipeline counts as one: its later steps are sent as the earlier ones succeed.
     """
-    if spec is None:
-        return 0
     broker = dramatiq.get_broker()
     composed = pipelines.compose(spec, broker)
     if composed is None:
@@ -48,9 +52,11 @@ def submit(
     batch_size: int,
     max_batch_size: int,
     max_tasks: int,
+    strategy: str = pipelines.FLOW,
+    max_in_flight: int | None = None,
     max_retries: int | None = None,
 ) -> int:
-    """Validate, plan and write a job for a project, then send its first batch.
+    """Validate, plan and write a job for a project, then send what is ready at once.
 
     Returns the job id.
 
@@ -63,21 +69,23 @@ def submit(
         batch_size=batch_size,
         max_batch_size=max_batch_size,
         max_tasks=max_tasks,
+        strategy=strategy,
+        max_in_flight=max_in_flight,
         max_retries=max_retries,
     )
-    send(created.first_dispatch)
+    send_all(created.dispatches)
     return created.job_id
 
 
 def retry(job_id: int) -> control.Retried:
-    """Plan a finished job's failed and skipped tasks again, then send the first batch.
+    """Plan a finished job's failed and skipped tasks again, then send what is ready.
 
     Raises:
       db.jobs.NotFoundError: when the job does not exist.
       db.control.NotRetryableError: when the job has nothing to retry.
     """
     retried = control.retry_job(job_id)
-    send(retried.first_dispatch)
+    send_all(retried.dispatches)
     return retried
 
 
@@ -95,23 +103,23 @@ def repair(stall_timeout_s: float) -> list[reconcile.Repair]:
     repairs = reconcile.find_repairs(stall_timeout_s)
     for done in repairs:
         logger.warning("Job %d: %s.", done.job_id, done.description, extra={"action": "reconcile"})
-        send(done.dispatch)
+        send_all(done.dispatches)
     return repairs
 
 
 def fire_schedules(*, max_tasks: int, max_batch_size: int) -> list[schedules.Fired]:
-    """Write the jobs of due schedules, then send each one's first batch."""
+    """Write the jobs of due schedules, then send what each one released."""
     fired = schedules.fire_due(max_tasks=max_tasks, max_batch_size=max_batch_size)
     for started in fired:
-        if started.first_dispatch is not None:
+        if started.job_id is not None:
             logger.info("Schedule %d started job %s.", started.schedule_id, started.job_id)
-            send(started.first_dispatch)
+            send_all(started.dispatches)
     return fired
 
 
 def follow_up(outcome: progress.Outcome) -> None:
     """Act on a committed outcome: send the work it released, log a job it finished."""
-    send(outcome.next_dispatch)
+    send_all(outcome.dispatches)
     if outcome.job_status is not None:
         logger.info(
             "A job finished with status %s.", outcome.job_status, extra={"action": "finish_job"}

@@ -50,10 +50,18 @@ def first_batch_runs(job_id: int) -> list[int]:
         )
 
 
-def outcome_costs(tasks: int, cache_misses: list[str] | None = None) -> tuple[int, int, int]:
-    """Statements to start a run, record a plain outcome, record a batch-completing one."""
+def outcome_costs(
+    tasks: int, strategy: str = "flow", cache_misses: list[str] | None = None
+) -> tuple[int, int, int]:
+    """Statements to start a run, record an outcome inside a batch, and the one ending it.
+
+    Flow, 5 in flight: each outcome frees a slot and releases the next task. Batches:
+    an outcome inside a batch releases nothing; the one ending it releases the next.
+    """
     project_id = make_project(*[f"t{i}" for i in range(tasks)])
-    created = jobs.create_job(project_id, batch_size=5, max_batch_size=50, max_tasks=10_000)
+    created = jobs.create_job(
+        project_id, batch_size=5, max_batch_size=50, max_tasks=10_000, strategy=strategy
+    )
     runs = first_batch_runs(created.job_id)
     for run_id in runs[:3]:
         starts.start_run(run_id)
@@ -63,30 +71,35 @@ def outcome_costs(tasks: int, cache_misses: list[str] | None = None) -> tuple[in
     with counting_statements(cache_misses):
         guides.save_guide(runs[3], "# guide", "offline")
     with counting_statements(cache_misses) as plain:
-        assert progress.record_outcome(runs[3], RunStatus.SUCCEEDED).next_batch_id is None
+        outcome = progress.record_outcome(runs[3], RunStatus.SUCCEEDED)
+        assert len(outcome.dispatches) == (1 if strategy == "flow" else 0)
     starts.start_run(runs[4], guides.read_request)
     with counting_statements(cache_misses) as completing:
         outcome = progress.record_outcome(runs[4], RunStatus.SUCCEEDED)
-        assert outcome.next_batch_id is not None
+        assert len(outcome.dispatches) == 1
     return len(start), len(plain), len(completing)
 
 
-def test_outcome_cost_is_the_same_for_10_and_1000_tasks(database_url: str):
+def test_outcome_cost_is_the_same_for_10_and_1000_tasks(database_url: str, strategy: str):
     # Given the database, and jobs of 10 and of 1,000 independent tasks
     db.configure(database_url)
 
     # When one outcome of each is recorded
-    small, large = outcome_costs(10), outcome_costs(1000)
+    small, large = outcome_costs(10, strategy), outcome_costs(1000, strategy)
 
     # Then each costs the same, small, number of statements
     assert small == large
     start, plain, completing = small
-    assert plain <= 5 and completing <= 9 and start <= 4
+    assert start <= 4 and plain <= 10 and completing <= 10
     if db.get_engine().dialect.name == "postgresql":
-        # Starting: the run, its event and the notification in one statement. A plain
-        # outcome: the run, the batch, then the job with the events and the notification;
-        # one completing its batch also starts the next and reads what to send.
-        assert (start, plain, completing) == (1, 3, 5)
+        # Starting: the run, its event and the notification in one statement. An
+        # outcome: the run, the batch, the links it ends; when it frees a slot or makes
+        # a unit ready, the job's row (locked), the ready runs and, when there are some,
+        # their batch and their queueing; then the job's counters with the events and
+        # the notification in one statement.
+        assert start == 1
+        assert plain == (8 if strategy == "flow" else 6)
+        assert completing == 8
 
 
 def test_per_task_statements_are_compiled_once_then_taken_from_the_cache(database_url: str):
@@ -96,7 +109,7 @@ def test_per_task_statements_are_compiled_once_then_taken_from_the_cache(databas
 
     # When a second job's runs start, store their guides and record their outcomes
     misses: list[str] = []
-    outcome_costs(10, misses)
+    outcome_costs(10, cache_misses=misses)
 
     # Then SQLAlchemy compiled none of their statements again (compiling costs more
     # Python time than running them, and worker threads pay for it in turn)
@@ -144,17 +157,25 @@ def test_writing_a_job_costs_the_same_few_statements_for_10_and_1000_tasks(datab
             )
         costs.append(len(statements))
 
-    # Then each knows what to send first and, on PostgreSQL, both cost the same few
-    # statements (SQLite inserts rows one by one when their ids must come back in order:
-    # in-process, that costs microseconds a row)
+    # Then each knows what to send first (the chain as one pipeline, then four single
+    # tasks as one group: 5 in flight) and, on PostgreSQL, both cost the same few statements
+    # (SQLite inserts rows one by one when their ids must come back in order: in-process,
+    # that costs microseconds a row)
     if db.get_engine().dialect.name == "postgresql":
-        assert costs[0] == costs[1] <= 7
+        assert costs[0] == costs[1] <= 10
     for job in created:
         with db.session_scope() as session:
-            first_runs = session.scalars(
-                sa.select(TaskRun.id)
-                .where(TaskRun.batch_id == job.first_batch_id)
-                .order_by(TaskRun.position)
+            released = session.execute(
+                sa.select(TaskRun.id, TaskRun.batch_id)
+                .where(TaskRun.job_id == job.job_id, TaskRun.batch_id.isnot(None))
+                .order_by(TaskRun.batch_id, TaskRun.position)
             ).all()
-        assert job.first_dispatch.run_ids == tuple(first_runs)
-        assert job.first_dispatch.mode == "pipeline"
+        by_batch = [
+            tuple(run.id for run in released if run.batch_id == batch_id)
+            for batch_id in dict.fromkeys(run.batch_id for run in released)
+        ]
+        assert [spec.run_ids for spec in job.dispatches] == by_batch
+        assert [(spec.mode, len(spec.run_ids)) for spec in job.dispatches] == [
+            ("pipeline", 2),
+            ("group", 4),
+        ]

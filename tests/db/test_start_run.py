@@ -61,7 +61,15 @@ def test_each_start_and_the_outcome_are_numbered_announced_events(database_url: 
         {"run": run_id, "task": task_id, "attempt": 2},
     ]
     # And the outcome's events carry the job's counters after it
-    counters = {"done": 1, "total": 1, "succeeded": 1, "failed": 0, "skipped": 0, "cancelled": 0}
+    counters = {
+        "done": 1,
+        "total": 1,
+        "succeeded": 1,
+        "failed": 0,
+        "skipped": 0,
+        "cancelled": 0,
+        "in_flight": 0,
+    }
     finished = {kind: payload for _, kind, payload in new if kind != "task_started"}
     assert finished["task_succeeded"] == {
         "run": run_id,

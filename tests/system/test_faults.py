@@ -25,19 +25,23 @@ from workers.actors.generate import generate_hands_on
 pytestmark = pytest.mark.slow
 
 
-def submit(project_id: int) -> int:
-    return dispatch.submit(project_id, batch_size=5, max_batch_size=50, max_tasks=1000)
+def submit(project_id: int, strategy: str) -> int:
+    return dispatch.submit(
+        project_id, batch_size=5, max_batch_size=50, max_tasks=1000, strategy=strategy
+    )
 
 
 def repairs(events: list[dict]) -> list[dict]:
     return [e["payload"] for e in events if e["type"] == "batch_redispatched"]
 
 
-def test_a_killed_worker_s_tasks_are_finished_by_another(cluster: Cluster, sample_project_id):
+def test_a_killed_worker_s_tasks_are_finished_by_another(
+    cluster: Cluster, sample_project_id, strategy: str
+):
     # Given a job running on one worker, with the scheduler watching
     victim = cluster.start_worker()
     cluster.start_scheduler()
-    job_id = submit(sample_project_id)
+    job_id = submit(sample_project_id, strategy)
 
     # When that worker is killed with -9 while batch 3 runs, and another worker starts
     wait_for_event(job_id, batch_started(3))
@@ -74,10 +78,10 @@ def _children(pid: int) -> list[int]:
 
 
 def test_a_flushed_redis_loses_messages_and_the_reconciler_recovers(
-    cluster: Cluster, redis_server, sample_project_id
+    cluster: Cluster, redis_server, sample_project_id, strategy: str
 ):
     # Given a job running
-    job_id = submit(sample_project_id)
+    job_id = submit(sample_project_id, strategy)
 
     # When Redis is flushed in the middle of the job (every queued message lost)
     def flush() -> None:
@@ -95,9 +99,9 @@ def test_a_flushed_redis_loses_messages_and_the_reconciler_recovers(
 
 
 def test_a_restarted_redis_without_persistence_loses_nothing_for_good(
-    cluster: Cluster, redis_server, sample_project_id
+    cluster: Cluster, redis_server, sample_project_id, strategy: str
 ):
-    job_id = submit(sample_project_id)
+    job_id = submit(sample_project_id, strategy)
     _lose_queued_messages(cluster, job_id, redis_server.restart)
     restarted_at = time.monotonic()
     job, events = wait_for_job(job_id, timeout=90)
@@ -106,12 +110,14 @@ def test_a_restarted_redis_without_persistence_loses_nothing_for_good(
     print(f"Redis restart: job done {time.monotonic() - restarted_at:.1f} s after the restart")
 
 
-def test_a_restarted_postgresql_loses_no_task_outcome(cluster: Cluster, sample_project_id):
+def test_a_restarted_postgresql_loses_no_task_outcome(
+    cluster: Cluster, sample_project_id, strategy: str
+):
     # Given a job running on two workers with the scheduler
     cluster.start_worker()
     cluster.start_worker()
     cluster.start_scheduler()
-    job_id = submit(sample_project_id)
+    job_id = submit(sample_project_id, strategy)
     wait_for_event(job_id, batch_started(3))
 
     # When PostgreSQL restarts in the middle of the job
@@ -145,10 +151,10 @@ def test_a_restarted_postgresql_loses_no_task_outcome(cluster: Cluster, sample_p
 
 
 def test_the_same_task_message_delivered_three_times_is_counted_once(
-    cluster: Cluster, sample_project_id
+    cluster: Cluster, sample_project_id, strategy: str
 ):
     # Given a job whose first task's message is sent three more times at once
-    job_id = submit(sample_project_id)
+    job_id = submit(sample_project_id, strategy)
     first_run = jobs.snapshot(job_id)["batches"][0]["runs"][0]["id"]
     for _ in range(3):
         message = generate_hands_on.message(first_run)
@@ -165,10 +171,12 @@ def test_the_same_task_message_delivered_three_times_is_counted_once(
     assert sum(e["payload"]["run"] == first_run for e in succeeded) == 1
 
 
-def test_sigterm_to_a_worker_mid_task_loses_no_message(cluster: Cluster, sample_project_id):
+def test_sigterm_to_a_worker_mid_task_loses_no_message(
+    cluster: Cluster, sample_project_id, strategy: str
+):
     # Given a job running on one worker with slow tasks
     worker = cluster.start_worker(GENERATOR_LATENCY_MS="800")
-    job_id = submit(sample_project_id)
+    job_id = submit(sample_project_id, strategy)
     wait_for_event(job_id, lambda e: e["type"] == "task_started")
 
     # When the worker gets SIGTERM during a task
@@ -193,28 +201,33 @@ def test_sigterm_to_a_worker_mid_task_loses_no_message(cluster: Cluster, sample_
     print(f"SIGTERM: worker stopped in {stopped_in:.1f} s, job done {done_in:.1f} s later")
 
 
-def test_cancel_during_batch_5_stops_everything_after_it(cluster: Cluster, sample_project_id):
+def test_cancel_during_batch_5_stops_everything_after_it(
+    cluster: Cluster, sample_project_id, strategy: str
+):
     # Given a job running on two workers
     cluster.start_worker()
     cluster.start_worker()
-    job_id = submit(sample_project_id)
+    job_id = submit(sample_project_id, strategy)
 
     # When it is cancelled as batch 5 starts
     wait_for_event(job_id, batch_started(5))
     assert control.cancel_job(job_id)
 
-    # Then nothing of batch 6 onward ran, and every unfinished run ended cancelled
+    # Then every unfinished run ended cancelled, what was never released never started,
+    # and once the workers have finished what they held, nothing moved after the cancel
     job, events = wait_for_job(job_id, timeout=60)
+    cluster.stop_all()
     assert job["status"] == "cancelled"
-    later = [r for b in job["batches"][5:] for r in b["runs"]]
-    assert {r["status"] for r in later} == {"cancelled"}
-    assert all(r["attempts"] == 0 and r["started_at"] is None for r in later)
-    assert max(e["payload"]["batch"] for e in events if e["type"] == "batch_started") <= 5
-    assert {b["status"] for b in job["batches"][4:]} == {"cancelled"}
+    never_released = job["unreleased"]
+    assert never_released and {r["status"] for r in never_released} == {"cancelled"}
+    assert all(r["attempts"] == 0 and r["started_at"] is None for r in never_released)
+    assert {b["status"] for b in job["batches"]} <= {"completed", "cancelled"}
     assert job["succeeded_tasks"] + job["cancelled_tasks"] == 62
+    assert events[-1]["type"] == "job_cancelled"
+    assert jobs.snapshot(job_id)["event_seq"] == events[-1]["seq"]
 
 
-def test_retry_after_three_failures_reruns_only_those(cluster: Cluster, tmp_path):
+def test_retry_after_three_failures_reruns_only_those(cluster: Cluster, tmp_path, strategy: str):
     # Given the sample with three tasks that fail at their first attempt, no retries
     from db import projects
     from samples import load_sample
@@ -227,12 +240,12 @@ def test_retry_after_three_failures_reruns_only_those(cluster: Cluster, tmp_path
     project_id = projects.create_project(projects.parse_project(data, max_tasks=1000))
     cluster.extra_env.update(MAX_RETRIES="0", SCRIPTED_STATE_DIR=str(tmp_path))
     cluster.start_worker()
-    first, _ = wait_for_job(submit(project_id), timeout=90)
+    first, _ = wait_for_job(submit(project_id, strategy), timeout=90)
     assert (first["status"], first["failed_tasks"]) == ("partial", 3)
 
     # When its failed tasks are retried
     retried = control.retry_job(first["id"])
-    dispatch.send(retried.first_dispatch)
+    dispatch.send_all(retried.dispatches)
     job, events = wait_for_job(first["id"], timeout=60, after_seq=first["event_seq"])
 
     # Then exactly those three ran again, and the job ends succeeded

@@ -67,7 +67,7 @@ class StartFailedError(errors.HandsonError, MiddlewareError):
 
 
 class Progress(Middleware):
-    """Turns task messages' fates into guarded database updates and releases next batches.
+    """Turns task messages' fates into guarded database updates and releases what is ready.
 
     Must sit before ``Pipelines`` (which sits before ``Retries``) in the broker's
     middleware list: ``after_*`` hooks run in reverse order, so Retries has decided

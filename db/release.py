@@ -1,0 +1,254 @@
+"""The engine's one rule: a unit goes out when nothing it is linked to is still open.
+
+A job's plan (``pipelines.plan``) gives units (a single task, a group of tasks, or a
+pipeline) and links (``run_links``: when a run ends, the unit starting with the linked
+run waits for one less). An outcome that ends runs :func:`unlink`\\ s them; then
+:func:`release` takes the ready units, in plan order, while the job has free slots
+(``max_in_flight``), and writes each release as a batch: the ready single tasks as
+one ``group``, each pipeline as its own. Both strategies run here: ``batches`` is the
+plan whose every unit is linked to all runs of the unit before.
+
+:func:`release` locks the job's row first, so two outcomes of one job release one
+after the other: a unit is released once and ``in_flight`` never passes
+``max_in_flight``. Its cost is bounded by the units it releases, not by the job's size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from db import events
+from db.models import Batch, BatchStatus, Job, JobStatus, RunLink, RunStatus, TaskRun
+from pipelines import GROUP, PIPELINE, DispatchSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Released:
+    """What :func:`release` wrote: batches to send after commit, and their events."""
+
+    dispatches: tuple[DispatchSpec, ...] = ()
+    events: tuple[events.NewEvent, ...] = ()
+    #: Slots of ``max_in_flight`` the released units take.
+    slots: int = 0
+    #: Index of the last batch released (None: none was).
+    last_index: int | None = None
+
+    @property
+    def batches(self) -> int:
+        """Return how many batches were released."""
+        return len(self.dispatches)
+
+
+#: Nothing released.
+NOTHING = Released()
+
+# Built once: building a statement costs more Python time than running it does.
+_UNLINKED = (
+    sa.select(RunLink.next_run_id, sa.func.count().label("links"))
+    .where(RunLink.run_id.in_(sa.bindparam("ended", expanding=True)))
+    .group_by(RunLink.next_run_id)
+    .subquery()
+)
+#: Moves the runs linked to the ended runs one step closer to ready; returns those now ready.
+UNLINK = (
+    sa.update(TaskRun)
+    .where(TaskRun.id == _UNLINKED.c.next_run_id)
+    .values(waiting_on=TaskRun.waiting_on - _UNLINKED.c.links)
+    .returning(TaskRun.id, TaskRun.waiting_on)
+)
+#: Frees the ended units' slots and locks the job's row for the release that follows.
+FREE_SLOTS = (
+    sa.update(Job)
+    .where(Job.id == sa.bindparam("job_id"))
+    .values(in_flight=Job.in_flight - sa.bindparam("freed"))
+    .returning(Job.status, Job.in_flight, Job.max_in_flight, Job.total_batches, Job.max_retries)
+)
+_ready = orm.aliased(TaskRun)
+#: The job's first ``limit`` ready units (their first run waits on nothing), in plan order.
+_READY_UNITS = (
+    sa.select(_ready.unit)
+    .where(
+        _ready.job_id == sa.bindparam("job_id"),
+        _ready.status == RunStatus.WAITING,
+        _ready.step == 0,
+        _ready.waiting_on <= 0,
+    )
+    .order_by(_ready.unit)
+    .limit(sa.bindparam("limit"))
+)
+#: Every run of those units, in order.
+READY_RUNS = (
+    sa.select(TaskRun.id, TaskRun.unit, TaskRun.unit_mode)
+    .where(
+        TaskRun.job_id == sa.bindparam("job_id"),
+        TaskRun.status == RunStatus.WAITING,
+        TaskRun.unit.in_(_READY_UNITS.scalar_subquery()),
+    )
+    .order_by(TaskRun.unit, TaskRun.step)
+)
+_NOW = sa.bindparam("now", type_=TaskRun.updated_at.type)
+#: Puts one released run into its batch.
+QUEUE_RUN = (
+    sa.update(TaskRun)
+    .where(TaskRun.id == sa.bindparam("run_id"), TaskRun.status == RunStatus.WAITING)
+    .values(
+        status=RunStatus.QUEUED,
+        batch_id=sa.bindparam("into_batch"),
+        position=sa.bindparam("at"),
+        updated_at=_NOW,
+    )
+)
+
+
+def unlink(session: orm.Session, ended: Sequence[int]) -> bool:
+    """Count the runs ``ended`` as done for the units linked to them.
+
+    Returns True when a unit became ready (its first run waits on nothing now).
+    """
+    rows = session.connection().execute(UNLINK, {"ended": list(ended)}).all()
+    return any(row.waiting_on <= 0 for row in rows)
+
+
+def release(session: orm.Session, job_id: int, *, freed: int, now: Any) -> Released:
+    """Free ``freed`` slots of the job, then release its ready units while slots are free.
+
+    Locks the job's row (first, for the whole transaction). The caller adds
+    ``Released.slots`` to the job's ``in_flight`` and ``Released.batches`` to its
+    ``total_batches`` (:func:`record`, or the outcome's counter update), stores
+    ``Released.events``, and sends ``Released.dispatches`` after commit.
+    """
+    connection = session.connection()
+    job = connection.execute(FREE_SLOTS, {"job_id": job_id, "freed": freed}).one()
+    free = job.max_in_flight - job.in_flight
+    if job.status != JobStatus.RUNNING or free <= 0:
+        return NOTHING
+    runs = connection.execute(READY_RUNS, {"job_id": job_id, "limit": free}).all()
+    if not runs:
+        return NOTHING
+    taken = _within(runs, free)
+    return _write(session, job_id, taken, job.total_batches, job.max_retries, now)
+
+
+def _within(runs: Sequence[sa.Row[Any]], free: int) -> list[list[sa.Row[Any]]]:
+    """Return the units (their runs, in plan order) that fit in ``free`` slots.
+
+    A pipeline takes one slot; a group unit one per task. The first unit always fits
+    (``max_in_flight`` is at least a group unit's size).
+    """
+    taken: list[list[sa.Row[Any]]] = []
+    used = 0
+    for _, unit_runs in itertools.groupby(runs, key=lambda run: run.unit):
+        unit = list(unit_runs)
+        cost = 1 if unit[0].unit_mode == PIPELINE else len(unit)
+        if taken and used + cost > free:
+            break
+        taken.append(unit)
+        used += cost
+    return taken
+
+
+def _write(
+    session: orm.Session,
+    job_id: int,
+    units: list[list[sa.Row[Any]]],
+    released_before: int,
+    max_retries: int | None,
+    now: Any,
+) -> Released:
+    """Write the batches of ``units``: the group units as one group, each pipeline alone.
+
+    The batches are numbered in plan order of their first unit.
+    """
+    groups = [unit for unit in units if unit[0].unit_mode == GROUP]
+    pipelined = [unit for unit in units if unit[0].unit_mode == PIPELINE]
+    firsts = [(pipeline[0].unit, PIPELINE, (pipeline,)) for pipeline in pipelined]
+    if groups:
+        firsts.append((groups[0][0].unit, GROUP, tuple(groups)))
+    batches = [
+        (mode, tuple(run.id for unit in members for run in unit))
+        for _, mode, members in sorted(firsts, key=lambda first: first[0])
+    ]
+    connection = session.connection()
+    first = released_before + 1
+    batch_ids = (
+        connection.execute(
+            sa.insert(Batch).returning(Batch.id, sort_by_parameter_order=True),
+            [
+                {
+                    "job_id": job_id,
+                    "index": first + i,
+                    "mode": mode,
+                    "total": len(run_ids),
+                    "status": BatchStatus.RUNNING,
+                    "started_at": now,
+                    "dispatched_at": now,
+                    "dispatches": 1,
+                }
+                for i, (mode, run_ids) in enumerate(batches)
+            ],
+        )
+        .scalars()
+        .all()
+    )
+    connection.execute(
+        QUEUE_RUN,
+        [
+            {"run_id": run_id, "into_batch": batch_id, "at": position, "now": now}
+            for batch_id, (_, run_ids) in zip(batch_ids, batches, strict=True)
+            for position, run_id in enumerate(run_ids)
+        ],
+    )
+    started = tuple(
+        (
+            "batch_started",
+            {"batch": first + i, "mode": mode, "done": 0, "total": len(ids), "runs": list(ids)},
+        )
+        for i, (mode, ids) in enumerate(batches)
+    )
+    return Released(
+        dispatches=tuple(DispatchSpec(mode, ids, max_retries) for mode, ids in batches),
+        events=started,
+        slots=sum(1 if unit[0].unit_mode == PIPELINE else len(unit) for unit in units),
+        last_index=first + len(batches) - 1,
+    )
+
+
+#: Takes released units' slots and counts their batches (outside an outcome).
+RECORD = (
+    sa.update(Job)
+    .where(Job.id == sa.bindparam("job_id"))
+    .values(
+        in_flight=Job.in_flight + sa.bindparam("slots"),
+        total_batches=Job.total_batches + sa.bindparam("batches"),
+        current_batch=sa.bindparam("last_index"),
+    )
+)
+
+
+def record(
+    session: orm.Session,
+    job_id: int,
+    released: Released,
+    *,
+    first: Sequence[events.NewEvent] = (),
+) -> None:
+    """Count a release made outside an outcome (submit, retry, repair); store its events.
+
+    ``first`` are events to store before the release's own (``job_started``).
+    """
+    if released.batches:
+        parameters = {
+            "job_id": job_id,
+            "slots": released.slots,
+            "batches": released.batches,
+            "last_index": released.last_index,
+        }
+        session.connection().execute(RECORD, parameters)
+    if first or released.events:
+        events.append(session, job_id, [*first, *released.events])
