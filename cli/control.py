@@ -43,7 +43,7 @@ def retry_command(settings: Settings, job_id: int, wait: bool) -> None:
         raise click.BadParameter(str(error), param_hint="JOB_ID") from None
     except control.NotRetryableError as error:
         raise click.ClickException(str(error)) from None
-    retrying = f"Retrying {retried.tasks} task(s) of job {job_id} in {retried.batches} batch(es)."
+    retrying = f"Retrying {retried.tasks} task(s) of job {job_id}."
     if settings.embedded:
         raise SystemExit(follow_embedded(settings, broker, job_id, retrying))
     click.echo(retrying)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.context import pass_settings
-from cli.jobs import run_embedded
+from cli.jobs import choices_from, job_options, run_embedded
 from settings import Settings
 
 
@@ -17,9 +17,15 @@ from settings import Settings
     show_default=True,
     help="Simulated AI latency per task, in milliseconds.",
 )
-@click.option("--batch-size", type=int, default=None, help="Tasks per batch [default: 5].")
+@job_options
 @pass_settings
-def demo_command(settings: Settings, latency_ms: int, batch_size: int | None) -> None:
+def demo_command(
+    settings: Settings,
+    latency_ms: int,
+    batch_size: int | None,
+    strategy: str,
+    max_in_flight: int | None,
+) -> None:
     """Run the built-in 62-task sample project in embedded mode and sum it up.
 
     Uses the offline generator and Dramatiq's in-memory broker with worker threads in
@@ -36,4 +42,5 @@ def demo_command(settings: Settings, latency_ms: int, batch_size: int | None) ->
     spec = projects.parse_project(load_sample(), max_tasks=settings.MAX_TASKS)
     project_id = projects.create_project(spec)
     click.echo(f"Loaded the sample project as project {project_id}: {len(spec.tasks)} tasks.")
-    raise SystemExit(run_embedded(settings, project_id, batch_size))
+    choices = choices_from(batch_size, strategy, max_in_flight)
+    raise SystemExit(run_embedded(settings, project_id, choices))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -44,7 +46,57 @@ def follow_job(settings: Settings, job_id: int, job: dict[str, Any] | None = Non
     return 0 if job["status"] == "succeeded" else RET_JOB_NOT_SUCCEEDED
 
 
-def submit(settings: Settings, project_id: int, batch_size: int | None) -> int:
+@dataclasses.dataclass(frozen=True)
+class JobChoices:
+    """How a job should run, as given on the command line (None: the default)."""
+
+    batch_size: int | None = None
+    strategy: str = pipelines.FLOW
+    max_in_flight: int | None = None
+
+
+def job_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--batch-size``, ``--strategy`` and ``--max-in-flight``, passed as ``choices``."""
+
+    for option in reversed(
+        [
+            click.option(
+                "--batch-size",
+                type=params.NUMBER,
+                default=None,
+                help="Tasks per batch, and by default tasks in flight [default: BATCH_SIZE, 5].",
+            ),
+            click.option(
+                "--strategy",
+                type=click.Choice(pipelines.STRATEGIES),
+                default=pipelines.FLOW,
+                show_default=True,
+                help="flow: each task as soon as its dependencies are done;"
+                " batches: each batch waits for the one before.",
+            ),
+            click.option(
+                "--max-in-flight",
+                type=params.NUMBER,
+                default=None,
+                help="Most tasks (a pipeline counts one) queued or running at once"
+                " [default: the batch size].",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def choices_from(batch_size: int | None, strategy: str, max_in_flight: int | None) -> JobChoices:
+    """Return the :class:`JobChoices` of the options :func:`job_options` adds."""
+    return JobChoices(batch_size, strategy, max_in_flight)
+
+
+#: Which option to blame for each planning error about an option.
+_OPTION_OF_FIELD = {"batch_size": "--batch-size", "max_in_flight": "--max-in-flight"}
+
+
+def submit(settings: Settings, project_id: int, choices: JobChoices) -> int:
     """Submit a job, turning bad input into usage errors; return the job id."""
     from db import jobs
     from workers import dispatch
@@ -52,24 +104,28 @@ def submit(settings: Settings, project_id: int, batch_size: int | None) -> int:
     try:
         return dispatch.submit(
             project_id,
-            batch_size=settings.BATCH_SIZE if batch_size is None else batch_size,
+            batch_size=settings.BATCH_SIZE if choices.batch_size is None else choices.batch_size,
             max_batch_size=settings.MAX_BATCH_SIZE,
             max_tasks=settings.MAX_TASKS,
+            strategy=choices.strategy,
+            max_in_flight=choices.max_in_flight,
         )
     except jobs.NotFoundError as error:
         raise click.BadParameter(str(error), param_hint="PROJECT_ID") from None
     except pipelines.BatchSizeError as error:
         raise click.BadParameter(str(error), param_hint="--batch-size") from None
     except pipelines.PlanError as error:
+        if error.field in _OPTION_OF_FIELD:
+            raise click.BadParameter(str(error), param_hint=_OPTION_OF_FIELD[error.field]) from None
         raise click.ClickException(f"the project cannot be planned: {error}") from None
 
 
-def run_embedded(settings: Settings, project_id: int, batch_size: int | None) -> int:
+def run_embedded(settings: Settings, project_id: int, choices: JobChoices) -> int:
     """Run a job to its end on worker threads of this process; return an exit code."""
     broker = open_workers(settings)
     # Submitting first turns bad input into an error before any thread starts; the
     # first batch waits in the in-memory queue meanwhile.
-    job_id = submit(settings, project_id, batch_size)
+    job_id = submit(settings, project_id, choices)
     return follow_embedded(settings, broker, job_id, f"Started job {job_id}.")
 
 
@@ -89,16 +145,16 @@ def follow_embedded(settings: Settings, broker: Any, job_id: int, started: str) 
 
 @click.command("enqueue")
 @click.argument("project_id", type=params.PROJECT_ID)
-@click.option(
-    "--batch-size",
-    type=params.NUMBER,
-    default=None,
-    help="Tasks per batch [default: BATCH_SIZE, 5].",
-)
+@job_options
 @click.option("--wait", is_flag=True, help="Follow the job's progress live until it ends.")
 @pass_settings
 def enqueue_command(
-    settings: Settings, project_id: int, batch_size: int | None, wait: bool
+    settings: Settings,
+    project_id: int,
+    batch_size: int | None,
+    strategy: str,
+    max_in_flight: int | None,
+    wait: bool,
 ) -> None:
     """Start a generation job for PROJECT_ID: one hands-on guide per task.
 
@@ -106,10 +162,11 @@ def enqueue_command(
     is 0 when the job succeeded, 1 otherwise. In the embedded mode the job always runs
     in this process until it ends.
     """
+    choices = choices_from(batch_size, strategy, max_in_flight)
     if settings.embedded:
-        raise SystemExit(run_embedded(settings, project_id, batch_size))
+        raise SystemExit(run_embedded(settings, project_id, choices))
     open_workers(settings)
-    job_id = submit(settings, project_id, batch_size)
+    job_id = submit(settings, project_id, choices)
     click.echo(f"Enqueued job {job_id}.")
     if wait:
         raise SystemExit(follow_job(settings, job_id))
@@ -131,6 +188,10 @@ def status_command(settings: Settings, job_id: int, follow: bool) -> None:
     if follow:
         raise SystemExit(follow_job(settings, job_id))
     click.echo(render.summary(job))
+    if job["status"] == "running":
+        click.echo(f"  in flight: {job['in_flight']} of at most {job['max_in_flight']}")
+        for line in render.flow_lines(job):
+            click.echo(line)
     for batch in job["batches"]:
         click.echo(
             f"  batch {batch['index']:>3} {batch['mode']:<8} {batch['status']:<9}"

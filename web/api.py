@@ -47,19 +47,38 @@ def plan_error(error: pipelines.PlanError) -> ApiError:
     return ApiError(422, str(error), code=error_code(error), field=error.field)
 
 
-def start_job(project_id: int, batch_size: Any) -> int:
-    """Submit a job, turning bad input into API errors; return the job id."""
+def _optional(options: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    """Return ``options[name]`` when it is a ``kind``, ``default`` when absent.
+
+    Raises:
+      ApiError: 422 naming the field when it has another type.
+    """
+    value = options.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, kind):
+        noun = "an integer" if kind is int else "a string"
+        raise ApiError(422, f"{name} must be {noun}.", code=name, field=name)
+    return value
+
+
+def start_job(project_id: int, options: dict[str, Any]) -> int:
+    """Submit a job with ``batch_size``, ``strategy`` and ``max_in_flight`` from ``options``.
+
+    Turns bad input into API errors; returns the job id.
+    """
     settings = current_app.config["HANDSON"]
-    if batch_size is None:
-        batch_size = settings.BATCH_SIZE
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise ApiError(422, "batch_size must be an integer.", code="batch_size", field="batch_size")
+    batch_size = _optional(options, "batch_size", int, settings.BATCH_SIZE)
+    strategy = _optional(options, "strategy", str, pipelines.FLOW)
+    max_in_flight = _optional(options, "max_in_flight", int, None)
     try:
         return dispatch.submit(
             project_id,
             batch_size=batch_size,
             max_batch_size=settings.MAX_BATCH_SIZE,
             max_tasks=settings.MAX_TASKS,
+            strategy=strategy,
+            max_in_flight=max_in_flight,
         )
     except jobs.NotFoundError:
         raise ApiError(404, f"Project {project_id} does not exist.") from None
@@ -127,10 +146,13 @@ def get_project(project_id: int) -> Any:
 
 @bp.post("/projects/<id:project_id>/jobs")
 def create_job(project_id: int) -> tuple[Any, int, dict[str, str]]:
-    """Start a generation job for the project; 202 ``{"job_id"}``. Body: ``{"batch_size"}``."""
+    """Start a generation job for the project; 202 ``{"job_id"}``.
+
+    Body (all optional): ``{"batch_size", "strategy", "max_in_flight", "force"}``.
+    """
     data = inputs.optional_json_object()
     force = data.get("force", False)
-    return _start_once(project_id, force, lambda: start_job(project_id, data.get("batch_size")))
+    return _start_once(project_id, force, lambda: start_job(project_id, data))
 
 
 @bp.post("/task_hands_on/generate_all")
@@ -143,7 +165,7 @@ def generate_all() -> tuple[Any, int, dict[str, str]]:
     if not isinstance(config, dict):
         raise ApiError(422, "config must be an object.", field="config")
     force = data.get("force", False)
-    return _start_once(project_id, force, lambda: start_job(project_id, config.get("batch_size")))
+    return _start_once(project_id, force, lambda: start_job(project_id, config))
 
 
 @bp.get("/jobs")
@@ -195,8 +217,9 @@ def cancel_job(job_id: int) -> Any:
 def retry_job(job_id: int) -> tuple[Any, int, dict[str, str]]:
     """Rerun the failed and skipped tasks of a partial or failed job; 202.
 
-    Answers ``{"job_id", "tasks", "batches"}`` (how many tasks run again, in how many
-    new batches) with ``Location`` of the job.
+    Answers ``{"job_id", "tasks", "batches"}`` (how many tasks run again, and how many
+    new batches went out at once; more follow as their dependencies succeed) with
+    ``Location`` of the job.
     """
     inputs.optional_json_object()
     try:
@@ -209,7 +232,7 @@ def retry_job(job_id: int) -> tuple[Any, int, dict[str, str]]:
     logger.info(
         "Retrying %d task(s) of job %d.", retried.tasks, job_id, extra={"action": "retry_job"}
     )
-    body = {"job_id": job_id, "tasks": retried.tasks, "batches": retried.batches}
+    body = {"job_id": job_id, "tasks": retried.tasks, "batches": len(retried.dispatches)}
     return jsonify(body), 202, {"Location": url_for("api.get_job", job_id=job_id)}
 
 

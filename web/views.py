@@ -20,7 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 import pipelines
 from db import control, idempotency, inputs, jobs, projects
-from web import download, forms, queries
+from web import download, forms, graph, queries
 from web import inputs as web_inputs
 from web.expired import check_csrf_or_recover
 from web.markdown import render
@@ -129,6 +129,7 @@ def _submit(project_id: int, start: idempotency.Start) -> Any:
     """Submit the job the form asks for, or show the form's error."""
     settings = _settings()
     raw = request.form.get("batch_size", "").strip()
+    strategy = request.form.get("strategy", pipelines.FLOW)
     try:
         batch_size = settings.BATCH_SIZE
         if raw:
@@ -140,6 +141,7 @@ def _submit(project_id: int, start: idempotency.Start) -> Any:
             batch_size=batch_size,
             max_batch_size=settings.MAX_BATCH_SIZE,
             max_tasks=settings.MAX_TASKS,
+            strategy=strategy,
         )
     except jobs.NotFoundError:
         abort(404)
@@ -149,7 +151,11 @@ def _submit(project_id: int, start: idempotency.Start) -> Any:
             abort(404)
         message = str(error)
         return render_template(
-            "project.html", project=data, batch_size=raw, error=message[:1].upper() + message[1:]
+            "project.html",
+            project=data,
+            batch_size=raw,
+            strategy=strategy,
+            error=message[:1].upper() + message[1:],
         ), 422
     start.started(job_id)
     return redirect(url_for("views.job", job_id=job_id), 303)
@@ -184,7 +190,7 @@ def job(job_id: int) -> str:
         data = jobs.snapshot(job_id)
     except jobs.NotFoundError:
         abort(404)
-    return render_template("job.html", job=data)
+    return render_template("job.html", job=data, graph=graph.of_job(data))
 
 
 @bp.post("/jobs/<id:job_id>/cancel")
@@ -208,7 +214,7 @@ def retry_job(job_id: int) -> Any:
     except control.NotRetryableError:
         flash("Nothing to rerun: only a partial or failed job can be rerun.")
     else:
-        flash(f"Rerunning {retried.tasks} task(s) in {retried.batches} new batch(es).")
+        flash(f"Rerunning {retried.tasks} task(s).")
     return redirect(url_for("views.job", job_id=job_id), 303)
 
 

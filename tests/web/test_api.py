@@ -200,10 +200,14 @@ def test_get_job_returns_status_counters_batches_and_runs(client):
     job = client.get(f"/api/jobs/{job_id}").json
     assert job["status"] == "running"
     assert (job["total_tasks"], job["done_tasks"]) == (3, 0)
-    assert job["total_batches"] == len(job["batches"]) >= 1
-    runs = [run for batch in job["batches"] for run in batch["runs"]]
-    assert sorted(run["key"] for run in runs) == ["api", "model", "repo"]
-    assert {run["status"] for run in runs} == {"queued"}
+    assert (job["strategy"], job["max_in_flight"], job["in_flight"]) == ("flow", 5, 1)
+    assert job["total_batches"] == len(job["batches"]) == 1
+    # The first task is released; the others wait for the tasks they depend on
+    released = [run for batch in job["batches"] for run in batch["runs"]]
+    assert [(run["key"], run["status"]) for run in released] == [("repo", "queued")]
+    waiting = {run["key"]: run["waits_for"] for run in job["unreleased"]}
+    assert waiting == {"model": ["repo"], "api": ["repo", "model"]}
+    assert {run["status"] for run in job["unreleased"]} == {"waiting"}
     assert_error(client.get("/api/jobs/999"), 404)
 
 

@@ -235,7 +235,7 @@ def test_the_job_page_shows_rerun_when_partial_and_the_form_reruns(worker_app):
     # Then it goes back to the job page, and only the failed task runs again
     assert response.status_code == 303 and response.headers["Location"] == url
     notice = client.get(url).get_data(as_text=True)
-    assert "Rerunning 1 task(s) in 1 new batch(es)." in notice
+    assert "Rerunning 1 task(s)." in notice
     job, _ = wait_for_job(first["id"], after_seq=first["event_seq"])
     assert job["status"] == "succeeded"
     assert reruns(job, first["total_batches"]) == ["f"]
@@ -317,7 +317,7 @@ def test_rerun_failed_tasks_in_the_browser_follows_the_rerun_live(
     # Then the page follows the rerun live to success, without a reload
     page.wait_for_function(status_is("succeeded"), timeout=60_000)
     page.wait_for_function("() => document.getElementById('job').dataset.live === 'ended'")
-    assert page.inner_text("#notice") == "Rerunning 1 task(s) in 1 new batch(es)."
+    assert page.inner_text("#notice") == "Rerunning 1 task(s)."
     assert page.locator(".run-state").all_inner_texts() == ["succeeded"] * 3
     assert page.locator("section.batch").count() == first["total_batches"] + 1
     assert page.is_hidden("#cancel-form") and page.is_hidden("#retry-form")
