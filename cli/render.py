@@ -45,8 +45,8 @@ class ProgressView:
         self.failed = job["failed_tasks"]
         self.skipped = job["skipped_tasks"]
         self.batches = job["total_batches"]
-        self.batch = job["current_batch"] or job["completed_batches"]
-        self.mode = job["batches"][self.batch - 1]["mode"] if self.batch else ""
+        self.in_flight = job["in_flight"]
+        self.max_in_flight = job["max_in_flight"]
         self.started = time.monotonic()
         self.tty = sys.stdout.isatty() if tty is None else tty
 
@@ -55,8 +55,9 @@ class ProgressView:
         filled = BAR_WIDTH * self.done // max(self.total, 1)
         bar = "#" * filled + "-" * (BAR_WIDTH - filled)
         return (
-            f"[{bar}] {self.done}/{self.total} tasks  batch {self.batch}/{self.batches}"
-            f" {self.mode:<8}  failed {self.failed}  skipped {self.skipped}"
+            f"[{bar}] {self.done}/{self.total} tasks  in flight {self.in_flight}/"
+            f"{self.max_in_flight}  batches {self.batches:<3}  failed {self.failed}"
+            f"  skipped {self.skipped}"
             f"  {_elapsed(time.monotonic() - self.started)}"
         )
 
@@ -70,8 +71,9 @@ class ProgressView:
                 counters["failed"],
                 counters["skipped"],
             )
+            self.in_flight = counters.get("in_flight", self.in_flight)
         if event["type"] == "batch_started":
-            self.batch, self.mode = payload["batch"], payload["mode"]
+            self.batches = max(self.batches, payload["batch"])
         if self.tty:
             self.draw()
         elif event["type"] == "batch_completed":
@@ -126,7 +128,8 @@ def summary(job: dict[str, Any]) -> str:
         f"Job {job['id']} ({job['project_name']}): {job['status']}, wall time {_wall_time(job)}",
         f"  started: {moment(job['created_at'])}, finished: {moment(job['finished_at'])}",
         f"  batches: {job['completed_batches']}/{job['total_batches']} done"
-        f" ({groups} groups, {pipelines} pipelines, batch size {job['batch_size']})",
+        f" ({groups} groups, {pipelines} pipelines); {job['strategy']} scheduling,"
+        f" at most {job['max_in_flight']} in flight",
         f"  tasks:   {job['succeeded_tasks']} succeeded, {job['failed_tasks']} failed,"
         f" {job['skipped_tasks']} skipped, {job['cancelled_tasks']} cancelled"
         f" of {job['total_tasks']}",
@@ -136,3 +139,34 @@ def summary(job: dict[str, Any]) -> str:
             if run["status"] in {"failed", "skipped"}:
                 lines.append(f"  - {run['key']}: {run['status']}: {run['error']}")
     return "\n".join(lines)
+
+
+#: Keys listed at most per line of :func:`flow_lines` (the rest are counted).
+_LISTED_KEYS = 12
+
+
+def _keys(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_LISTED_KEYS])
+    more = len(keys) - _LISTED_KEYS
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def flow_lines(job: dict[str, Any]) -> list[str]:
+    """Return what a running job does now: what runs, what is ready, what waits on what."""
+    released = [run for batch in job["batches"] for run in batch["runs"]]
+    lines = []
+    for state in ("running", "queued"):
+        keys = [run["key"] for run in released if run["status"] == state]
+        if keys:
+            lines.append(f"  {state + ':':<9}{_keys(keys)}")
+    waiting = [run for run in job["unreleased"] if run["status"] == "waiting"]
+    ready = [run["key"] for run in waiting if run["ready"]]
+    if ready:
+        lines.append(f"  ready:   {_keys(ready)} (for a free slot)")
+    blocked = [run for run in waiting if not run["ready"]]
+    for run in blocked[:_LISTED_KEYS]:
+        on = ", ".join(run["waits_for"]) or "the batch before"
+        lines.append(f"  waiting: {run['key']} (on {on})")
+    if len(blocked) > _LISTED_KEYS:
+        lines.append(f"  waiting: {len(blocked) - _LISTED_KEYS} more")
+    return lines

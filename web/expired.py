@@ -14,7 +14,7 @@ from typing import Any
 from flask import flash, render_template, request
 
 from db import jobs
-from web import queries
+from web import graph, queries
 from web.errors import ApiError
 from web.security import check_csrf
 
@@ -71,5 +71,5 @@ def _recover() -> Any:
         except jobs.NotFoundError:
             return None
         flash(BUTTON_MESSAGE)  # shown by the page rendered now (the page's scripts read it)
-        return render_template("job.html", job=job), 400
+        return render_template("job.html", job=job, graph=graph.of_job(job)), 400
     return None

@@ -10,7 +10,7 @@ from sqlalchemy import orm
 
 from db import jobs
 from db.engine import session_scope
-from db.models import HandsOn, Job, Project, Task
+from db.models import HandsOn, Job, Project, Task, task_dependencies
 
 
 def project_data(project_id: int) -> dict[str, Any] | None:
@@ -129,3 +129,24 @@ def project_guides(project_id: int) -> tuple[str, list[tuple[str, str | None]]] 
             .order_by(Task.position)
         ).all()
         return name, [(title, markdown) for title, markdown in rows]
+
+
+_dependency = orm.aliased(Task)
+
+
+def dependencies(project_id: int) -> dict[str, list[str]]:
+    """Return each task key of the project with the keys it depends on, in task order."""
+    with session_scope() as session:
+        rows = session.execute(
+            sa.select(Task.key, _dependency.key)
+            .outerjoin(task_dependencies, task_dependencies.c.task_id == Task.id)
+            .outerjoin(_dependency, _dependency.id == task_dependencies.c.depends_on_id)
+            .where(Task.project_id == project_id)
+            .order_by(Task.position, _dependency.position)
+        ).all()
+    depends_on: dict[str, list[str]] = {}
+    for key, dependency in rows:
+        keys = depends_on.setdefault(key, [])
+        if dependency is not None:
+            keys.append(dependency)
+    return depends_on

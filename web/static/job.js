@@ -13,12 +13,12 @@
   var FINAL_RUN = ["succeeded", "failed", "skipped", "cancelled"];
   var FINAL_EVENTS = ["job_finished", "job_cancelled"];
   var RETRYABLE = ["partial", "failed"];
-  // The stored wording of a pipeline step skipped after an earlier one failed (its event
-  // carries no error): the live page says what a reload says.
-  var PIPELINE_SKIP = "skipped: an earlier step failed";
   var guideUrl = root.dataset.guideUrl;
   var jobId = root.dataset.jobId;
   var list = document.getElementById("batches");
+  // Runs not released yet (the engine releases them when what they depend on is done).
+  var unreleased = document.getElementById("unreleased");
+  var WAITING = "unreleased";
   var job = {
     status: root.dataset.status,
     createdAt: Date.parse(root.dataset.createdAt),
@@ -59,7 +59,8 @@
       row.dataset.task = r.task_id;
       row.querySelector(".key").textContent = r.key;
       row.querySelector(".title").textContent = r.title;
-      batches[index].section.querySelector("tbody").append(row);
+      var into = index === WAITING ? unreleased : batches[index].section;
+      into.querySelector("tbody").append(row);
     }
     runs[row.dataset.run] = {
       status: r.status, error: r.error || "", batch: String(index), row: row
@@ -101,16 +102,35 @@
         }, d.batch, row);
       });
     });
+    unreleased.querySelectorAll("[data-run]").forEach(function (row) {
+      addRun({
+        status: row.querySelector(".run-state").textContent.trim(),
+        error: row.querySelector(".run-error").textContent
+      }, WAITING, row);
+    });
+  }
+
+  // What a run never released waits for: worded as the server's waiting_note.
+  function waitingNote(r) {
+    if (r.status !== "waiting") { return r.error || ""; }
+    if (r.ready) { return "ready: waits for a free slot"; }
+    if (r.waits_for && r.waits_for.length) { return "waits for " + r.waits_for.join(", "); }
+    return "waits for the batch before";
   }
 
   // Rebuild the batch sections from a snapshot (a retry adds batches and moves tasks).
   function build(snap) {
     list.textContent = "";
+    unreleased.querySelector("tbody").textContent = "";
     runs = {};
     batches = {};
     snap.batches.forEach(function (b) {
       addBatch(b);
       b.runs.forEach(function (r) { addRun(r, b.index); });
+    });
+    (snap.unreleased || []).forEach(function (r) {
+      addRun({id: r.id, task_id: r.task_id, key: r.key, title: r.title, status: r.status,
+        error: waitingNote(r)}, WAITING);
     });
   }
 
@@ -143,11 +163,13 @@
     if (!batches[p.batch]) {
       addBatch({index: p.batch, mode: p.mode, total: p.total, status: "running"});
       (p.runs || []).forEach(function (r) {
-        var known = runs[r.id];
+        var id = typeof r === "object" ? r.id : r;
+        var known = runs[id];
         if (known) {  // released into this batch: the row moves with it
           batches[p.batch].section.querySelector("tbody").append(known.row);
           known.batch = String(p.batch);
-        } else {
+          if (known.status === "waiting") { known.status = "queued"; known.error = ""; }
+        } else if (typeof r === "object") {
           addRun(r, p.batch);
         }
       });
@@ -168,7 +190,7 @@
     } else if (type === "task_retrying") {
       setRun(p.run, "queued", "attempt " + p.attempt + " failed, retrying: " + p.error);
     } else if (type === "task_skipped") {
-      setRun(p.run, "skipped", p.error || PIPELINE_SKIP);
+      setRun(p.run, "skipped", p.error);
     } else if (type.indexOf("task_") === 0) {
       setRun(p.run, type.slice(5), p.error);
     } else if (type === "job_retried") {
@@ -214,6 +236,8 @@
   function renderRun(run) {
     run.row.dataset.status = run.status;  // colours its note (an error, a skip, a cancel)
     setState(run.row.querySelector(".run-state"), run.status);
+    var node = document.querySelector('[data-node="' + run.row.dataset.run + '"]');
+    if (node) { node.setAttribute("class", "node state-" + run.status); }
     run.row.querySelector(".run-error").textContent = run.error || "";
     var title = run.row.querySelector(".title");
     if (run.status === "succeeded" && !title.querySelector("a")) {
@@ -272,6 +296,7 @@
       if (run.status === "running") { running.push(run.row.querySelector(".title").textContent.trim()); }
       renderRun(run);
     });
+    unreleased.hidden = !rows[WAITING];
     var completed = 0;
     Object.keys(batches).forEach(function (i) {
       renderBatch(batches[i], rows[i] || 0);
