@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cli import budget, control, db_commands, demo, export, jobs, logs, projects, serve
+from cli.context import ProjectGroup
 from settings import SettingsError, from_env
 
 #: Exit code of a command that went well (click uses 2 for usage errors).
@@ -25,7 +26,7 @@ Examples:
 """
 
 
-@click.group(epilog=HELP_EPILOG)
+@click.group(cls=ProjectGroup, epilog=HELP_EPILOG)
 @click.option(
     "-v",
     "--verbose",

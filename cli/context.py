@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 import dramatiq
 
+import errors
 from settings import Settings
 
 pass_settings = click.make_pass_decorator(Settings)
@@ -17,6 +18,28 @@ class RefusedError(click.ClickException):
     """Raised when a command cannot run as things stand; the message says what to do."""
 
     exit_code = RET_REFUSED
+
+
+#: Exit code of any other failure of the project's (the database is down...).
+RET_FAILED = 1
+#: The project's error families that mean "fix the input or wait": usage-like, exit 2.
+REFUSED_FAMILIES = (errors.InvalidInputError, errors.NotFoundError, errors.ConflictError)
+
+
+class ProjectGroup(click.Group):
+    """A command group that turns the project's errors into a message and an exit code.
+
+    Commands may still raise ``click.BadParameter`` to name the option at fault; any
+    :class:`errors.HandsonError` they let through ends here, once for every command.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except errors.HandsonError as error:
+            failure = click.ClickException(str(error))
+            failure.exit_code = RET_REFUSED if isinstance(error, REFUSED_FAMILIES) else RET_FAILED
+            raise failure from None
 
 
 def open_database(settings: Settings) -> None:

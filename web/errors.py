@@ -91,6 +91,23 @@ def _api_error(error: ApiError) -> tuple[Any, int]:
     )
 
 
+#: HTTP status of each family of the project's errors (the first that matches).
+STATUS_OF_FAMILY = (
+    (errors.NotFoundError, 404),
+    (errors.ConflictError, 409),
+    (errors.InvalidInputError, 422),
+)
+
+
+@bp.app_errorhandler(errors.HandsonError)
+def _project_error(error: errors.HandsonError) -> tuple[Any, int]:
+    """Answer any of the project's errors that no view turned into an answer itself."""
+    status = next((s for family, s in STATUS_OF_FAMILY if isinstance(error, family)), None)
+    if status is None:
+        return _unexpected_error(error)
+    return error_response(status, str(error), code=error.code, field=error.field)
+
+
 @bp.app_errorhandler(HTTPException)
 def _http_error(error: HTTPException) -> Any:
     status = error.code or 500
