@@ -292,6 +292,8 @@ def test_cancel_job_in_the_browser_shows_cancelled_live(
         status_is("cancelled") + " && document.getElementById('job').dataset.live === 'ended'"
     )
     assert jobs.snapshot(job_id)["status"] == "cancelled"
+    # The notice comes with the POST's answer, which may arrive after the stream's event
+    page.wait_for_function("() => document.getElementById('notice').textContent !== ''")
     assert page.inner_text("#notice") == "Job cancelled."
     assert page.is_hidden("#cancel-form") and page.is_hidden("#retry-form")
     assert set(page.locator(".run-state").all_inner_texts()) <= {"succeeded", "cancelled"}
