@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from workerkit import make_project
 
 import db
@@ -112,3 +114,39 @@ def test_budget_refuses_a_window_it_cannot_sum(run, hours):
     result = run("budget", "--hours", hours)
     assert result.exit_code == 2
     assert "must be more than 0 and at most 87600" in result.output
+
+
+#: Text for names, titles and keys, with the characters a database may refuse.
+TEXT = st.one_of(st.text(max_size=8), st.sampled_from(["a\x00b", "x\ud800", "\udfff", "9" * 40]))
+
+
+def test_import_answers_every_file_with_a_project_or_exit_2(run, tmp_path):
+    documents = st.one_of(
+        st.binary(max_size=200),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner),
+            max_leaves=20,
+        ).map(lambda value: json.dumps(value).encode()),
+        st.builds(
+            lambda name, title, deps: json.dumps(
+                {"name": name, "tasks": [{"title": title, "depends_on": deps}]}
+            ).encode(),
+            TEXT,
+            TEXT,
+            st.lists(st.one_of(st.integers(), TEXT), max_size=3),
+        ),
+        st.integers(min_value=1, max_value=1200).map(lambda n: b"[" * n + b"]" * n),
+    )
+
+    @settings(
+        max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
+    @given(content=documents)
+    def import_(content: bytes) -> None:
+        path = tmp_path / "fuzzed.json"
+        path.write_bytes(content)
+        result = run("import", str(path))
+        assert result.exit_code in (0, 2), result.output
+
+    import_()
