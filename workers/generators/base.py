@@ -13,6 +13,7 @@ __all__ = [
     "GeneratorError",
     "GuideRequest",
     "PermanentGeneratorError",
+    "RateLimitedError",
 ]
 
 
@@ -22,6 +23,19 @@ class GeneratorError(errors.HandsonError, RuntimeError):
 
 class PermanentGeneratorError(GeneratorError):
     """Raised when retrying cannot help (bad request, bad credentials); fix the configuration."""
+
+
+class RateLimitedError(GeneratorError):
+    """Raised when the provider answered 429 (too many requests); it is retried.
+
+    ``retry_after_s`` is the provider's ``Retry-After`` in seconds (None when it sent
+    none): the limiter pauses every call to the provider that long, in every process.
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        #: How long the provider asked to wait, in seconds; None when it did not say.
+        self.retry_after_s = retry_after_s
 
 
 class Generator(Protocol):
