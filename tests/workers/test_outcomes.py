@@ -13,15 +13,19 @@ from db.models import Batch, Event, HandsOn, TaskRun
 from workers import dispatch
 
 
-def submit(embedded: Embedded, project_id: int, batch_size: int = 5) -> int:
-    return dispatch.submit(project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000)
+def submit(embedded: Embedded, project_id: int, strategy: str, batch_size: int = 5) -> int:
+    return dispatch.submit(
+        project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000, strategy=strategy
+    )
 
 
 def runs_by_key(job: dict) -> dict[str, dict]:
     return {run["key"]: run for batch in job["batches"] for run in batch["runs"]}
 
 
-def test_a_task_that_always_fails_ends_failed_and_the_job_ends_partial(embedded: Embedded):
+def test_a_task_that_always_fails_ends_failed_and_the_job_ends_partial(
+    embedded: Embedded, strategy: str
+):
     # Given a group with a failing task, a pipeline with a failing middle step, and a
     # task that depends on the failing group task
     project_id = make_project(
@@ -34,7 +38,7 @@ def test_a_task_that_always_fails_ends_failed_and_the_job_ends_partial(embedded:
     )
 
     # When the job runs (MAX_RETRIES is 1 in the test settings)
-    job, events = wait_for_job(submit(embedded, project_id))
+    job, events = wait_for_job(submit(embedded, project_id, strategy))
 
     # Then failures are final after the retries, later pipeline steps and dependents are
     # skipped, every batch still completes, and the job ends partial
@@ -69,9 +73,9 @@ def test_a_task_that_always_fails_ends_failed_and_the_job_ends_partial(embedded:
     assert sum(e["type"] == "task_retrying" for e in events) == 2
 
 
-def test_a_job_whose_every_task_fails_ends_failed(embedded: Embedded):
+def test_a_job_whose_every_task_fails_ends_failed(embedded: Embedded, strategy: str):
     project_id = make_project({"key": "x", "title": "[fail] X"}, {"key": "z", "title": "[fail] Z"})
-    job, _ = wait_for_job(submit(embedded, project_id))
+    job, _ = wait_for_job(submit(embedded, project_id, strategy))
     assert (job["status"], job["failed_tasks"]) == ("failed", 2)
 
 
@@ -96,10 +100,10 @@ def _counts(job_id: int) -> dict[str, object]:
         }
 
 
-def test_a_message_delivered_twice_is_counted_once(embedded: Embedded):
+def test_a_message_delivered_twice_is_counted_once(embedded: Embedded, strategy: str):
     # Given a finished job of two batches (a, b) then (c)
     project_id = make_project("a", "b", {"key": "c", "title": "C", "depends_on": ["a", "b"]})
-    job_id = submit(embedded, project_id)
+    job_id = submit(embedded, project_id, strategy)
     job, _ = wait_for_job(job_id)
     assert job["status"] == "succeeded"
     before = _counts(job_id)
@@ -119,12 +123,12 @@ def test_a_message_delivered_twice_is_counted_once(embedded: Embedded):
 
 
 def test_concurrent_duplicates_of_a_running_message_are_counted_once(
-    embedded_factory: Callable[..., Embedded],
+    embedded_factory: Callable[..., Embedded], strategy: str
 ):
     # Given a slow single-task job whose message is delivered twice at once
     embedded = embedded_factory(GENERATOR_LATENCY_MS=300)
     project_id = make_project("solo", "next")
-    job_id = submit(embedded, project_id, batch_size=1)
+    job_id = submit(embedded, project_id, strategy, batch_size=1)
     embedded.broker.enqueue(embedded.enqueued[0])
 
     # When the job ends
