@@ -150,6 +150,19 @@ class HandsOn(Base):
     job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
     markdown: Mapped[str] = mapped_column(sa.Text)
     generator: Mapped[str] = mapped_column(sa.String(100))
+    #: The model that wrote it (None: written before usage was metered).
+    model: Mapped[str | None] = mapped_column(sa.String(100))
+    #: Tokens of the prompt and of the answer (estimated from characters when
+    #: ``tokens_estimated``: the provider gave no ``usage``, or the offline generator).
+    prompt_tokens: Mapped[int] = mapped_column(default=0)
+    completion_tokens: Mapped[int] = mapped_column(default=0)
+    tokens_estimated: Mapped[bool] = mapped_column(default=False)
+    #: Time the generator took, in milliseconds.
+    latency_ms: Mapped[int | None]
+    #: What the call cost, in the currency of the ``AI_PRICE_*`` settings.
+    cost: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    #: Version of the prompt it was written from (see ``workers.generators.prompt``).
+    prompt_version: Mapped[str | None] = mapped_column(sa.String(40))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -182,6 +195,10 @@ class Job(Base):
     skipped_tasks: Mapped[int] = mapped_column(default=0)
     cancelled_tasks: Mapped[int] = mapped_column(default=0)
     completed_batches: Mapped[int] = mapped_column(default=0)
+    #: AI usage of its guides, totals moved with each outcome (cost: ``AI_PRICE_*``'s currency).
+    prompt_tokens: Mapped[int] = mapped_column(default=0)
+    completion_tokens: Mapped[int] = mapped_column(default=0)
+    cost: Mapped[float] = mapped_column(sa.Float, default=0.0)
     #: Index of the batch running now (the origin's ``current_processing``).
     current_batch: Mapped[int | None]
     #: Sequence number of the job's last event; bumped under the job's row lock.
