@@ -155,8 +155,9 @@ class FrugalConsumer(Consumer):
         self._waiter.close()
         try:
             self.broker.return_taken(self.queue_name)
+            self.broker.acks.flush()  # the worker is stopping: send the acks still waiting
         except redis.RedisError:
-            self.logger.warning("Could not requeue a taken message; maintenance will.")
+            self.logger.warning("Could not requeue a taken message or send acks; others will.")
         cached, self.message_cache = self.message_cache, []
         ids = [redis_id for redis_id, _ in cached]
         if self.queue_name.endswith(".DQ"):
