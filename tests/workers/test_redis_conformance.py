@@ -745,3 +745,21 @@ def test_an_id_a_dying_process_had_just_taken_is_requeued(start_in_process, redi
         # Then the message runs, and the taken list is gone
         wait_until(lambda: ends(running.log, "taken"), 10, "the taken id to be requeued")
         assert not client.exists("dramatiq:__acks__.gone.kit-a.taken")
+
+
+@pytest.mark.parametrize("kind", ["frugal"])
+def test_maintenance_slows_to_the_idle_interval_once_work_stops(start_in_process, meter):
+    # Given a worker with a 1 s heartbeat timeout and hourly idle maintenance, which
+    # has just run a message (busy: it looks after dead workers every second)
+    running = start_in_process(heartbeat_timeout=1_000, maintenance_interval=3_600_000)
+    running.actors["record"].send("work")
+    wait_until(lambda: ends(running.log, "work"), 10, "the message")
+    time.sleep(3.5)  # two maintenance passes: the busy one, then one that finds all idle
+
+    # When it idles for 3 seconds
+    start = time.time()
+    time.sleep(3)
+    billed = meter.bill(start, time.time())
+
+    # Then it bills nothing: no maintenance every heartbeat timeout while all are idle
+    assert sum(billed.values()) == 0, billed
