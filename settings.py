@@ -83,6 +83,14 @@ class Settings:
     OPENAI_TIMEOUT_S: float = 60.0
     #: HTTP attempts per generation on 429/5xx/connection errors.
     OPENAI_MAX_ATTEMPTS: int = 4
+    #: AI calls in flight at once across every worker process, in calls; 0: no limit.
+    #: A task waiting for a slot goes back to the queue (no thread waits, no attempt counted).
+    AI_MAX_CONCURRENT: int = 0
+    #: AI requests started in any 60 s window across every worker process; 0: no limit.
+    AI_REQUESTS_PER_MINUTE: int = 0
+    #: When every AI call slot is taken, a waiting task is queued again after 1 to 1.2
+    #: times this, in milliseconds (when a slot frees is not known ahead).
+    AI_LIMIT_RECHECK_MS: int = 1_000
     #: Largest generated guide kept, in characters (longer output is cut).
     MAX_GUIDE_CHARS: int = 60_000
     #: Largest import file or request body, in bytes.

@@ -342,3 +342,36 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
     holder: Mapped[str] = mapped_column(sa.String(200))
     expires_at: Mapped[dt.datetime]
+
+
+class AILimit(Base):
+    """A provider's shared state across worker processes: a pause asked for by a 429."""
+
+    __tablename__ = "ai_limits"
+
+    #: The provider (the generator's name up to its first colon: ``openai``).
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    #: No call to the provider starts before this (its ``Retry-After``); None: no pause.
+    paused_until: Mapped[dt.datetime | None]
+
+
+class AISlot(Base):
+    """One slot of a provider limit, taken by a guarded update: free when ``until`` passed.
+
+    ``kind`` ``call``: a call in flight, held until released or its lease ends (a killed
+    worker's slot comes back). ``kind`` ``minute``: one request of the per-minute rate,
+    free again 60 s after the request started (an exact sliding window).
+    """
+
+    __tablename__ = "ai_slots"
+    __table_args__ = (
+        sa.UniqueConstraint("name", "kind", "n"),
+        sa.Index("ix_ai_slots_free", "name", "kind", "until"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    kind: Mapped[str] = mapped_column(sa.String(8))
+    #: Its number among the provider's slots of this kind (0 .. limit - 1).
+    n: Mapped[int]
+    until: Mapped[dt.datetime]

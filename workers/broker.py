@@ -14,7 +14,7 @@ from dramatiq.middleware import CurrentMessage, Pipelines
 
 import db
 from settings import Settings, get_settings
-from workers.middleware import GracefulTermination, Metering, Progress
+from workers.middleware import AILimits, GracefulTermination, Metering, Progress
 from workers.redis_broker import FrugalRedisBroker
 
 _current: Settings | None = None
@@ -44,6 +44,8 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if settings.REDIS_URL:
         # Attributes each Redis command to the job it serves, for `handson budget`.
         broker.add_middleware(Metering(), before=Progress)
+    # Before Progress: a message waiting for the AI provider's limits never starts its run.
+    broker.add_middleware(AILimits(settings), before=Progress)
     return broker
 
 

@@ -27,6 +27,7 @@ _settings = get_settings()
     time_limit=_settings.TASK_TIME_LIMIT_MS,
     throws=(PermanentGeneratorError, guides.RunNotFoundError),
     progress=True,
+    ai_limited=True,
     prepare_run=guides.read_request,
 )
 def generate_hands_on(task_run_id: int, previous_guide: str | None = None) -> str | None:
