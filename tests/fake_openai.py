@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -34,6 +35,8 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    #: When it arrived (``time.time()``).
+    at: float = dataclasses.field(default_factory=time.time)
 
     @property
     def json(self) -> Any:
@@ -70,6 +73,9 @@ class FakeOpenAI:
 
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
+        #: Requests received and not answered yet, and the most there ever were at once.
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self._script: collections.deque[FakeResponse] = collections.deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -92,6 +98,7 @@ class FakeOpenAI:
         with self._lock:
             self.requests.clear()
             self._script.clear()
+            self.in_flight = self.peak_in_flight = 0
 
     def start(self) -> FakeOpenAI:
         self._stopping.clear()
@@ -118,9 +125,15 @@ class FakeOpenAI:
     def _answer(self, recorded: RecordedRequest) -> FakeResponse:
         with self._lock:
             self.requests.append(recorded)
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             if self._script:
                 return self._script.popleft()
         return error(500, "the fake server has no scripted response left")
+
+    def _answering(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
 
 class _Server(ThreadingHTTPServer):
@@ -151,6 +164,10 @@ def _handler_for(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
+
+        def send_response(self, code: int, message: str | None = None) -> None:
+            api._answering()  # its delay is over: no longer in flight at the server
+            super().send_response(code, message)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # keep test output clean

@@ -25,6 +25,7 @@ from workers.generators import (
     PermanentGeneratorError,
     get_generator,
 )
+from workers.generators.base import RateLimitedError
 
 KEY = "sk-test-SECRET-0123456789"
 
@@ -190,7 +191,7 @@ def test_openai_truncates_long_dependency_guides_in_the_prompt(
 @pytest.mark.parametrize(
     "failure",
     [
-        error(429, "slow down", Retry_After="0"),
+        error(429, "slow down"),
         error(500, "boom"),
         error(503, "overloaded"),
     ],
@@ -204,14 +205,17 @@ def test_openai_retries_transient_failures_then_succeeds(
     assert len(api.requests) == 3
 
 
-def test_openai_honors_retry_after(api: FakeOpenAI, make_client) -> None:
-    api.script([error(429, "slow down", Retry_After="0.3"), completion("guide")])
-    started = time.monotonic()
+def test_openai_leaves_a_429_s_retry_after_to_the_limiter(api: FakeOpenAI, make_client) -> None:
+    # Given an API that answers 429 with Retry-After: 2.5
+    api.script([error(429, "slow down", Retry_After="2.5"), completion("guide")])
 
-    make_client().generate(REQUEST)
+    # When a guide is asked for, Then it raises at once with the wait (no thread sleeps on
+    # it: the limiter pauses every process), and does not call again
+    with pytest.raises(RateLimitedError) as caught:
+        make_client().generate(REQUEST)
 
-    assert time.monotonic() - started >= 0.3
-    assert len(api.requests) == 2
+    assert caught.value.retry_after_s == 2.5 and "slow down" in str(caught.value)
+    assert len(api.requests) == 1
 
 
 def test_openai_backoff_grows_with_jitter_and_is_capped(make_client) -> None:

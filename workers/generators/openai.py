@@ -1,8 +1,10 @@
 """The OpenAI-compatible generator: one chat-completions call per guide.
 
 Transient failures (connection errors, timeouts, 429, 5xx) are retried here with
-exponential back-off and jitter, honoring ``Retry-After``; once the attempts are spent a
-:class:`GeneratorError` lets Dramatiq's ``Retries`` decide.  Client errors (bad key, bad
+exponential back-off and jitter; once the attempts are spent a :class:`GeneratorError`
+lets Dramatiq's ``Retries`` decide. A 429 with ``Retry-After`` is not waited out here:
+it raises :class:`RateLimitedError` at once, and the limiter pauses every call to the
+provider, in every worker process, for that long.  Client errors (bad key, bad
 model) raise :class:`PermanentGeneratorError`.  The API key is sent in one header and is
 never logged nor put in an error message.
 """
@@ -17,7 +19,12 @@ from typing import Any
 
 import requests
 
-from workers.generators.base import GeneratorError, GuideRequest, PermanentGeneratorError
+from workers.generators.base import (
+    GeneratorError,
+    GuideRequest,
+    PermanentGeneratorError,
+    RateLimitedError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +89,7 @@ class OpenAIGenerator:
 
         Raises:
           PermanentGeneratorError: no key, or the API refused the request (4xx but 429).
+          RateLimitedError: the API answered 429 with a ``Retry-After``.
           GeneratorError: the API kept failing, or answered without a guide.
         """
         if not self._api_key:
@@ -144,7 +152,10 @@ class OpenAIGenerator:
         if response.status_code != 429 and response.status_code < 500:
             raise PermanentGeneratorError(self._client_error(response))
         problem = f"HTTP {response.status_code}: {self._excerpt(response)}"
-        return None, problem, _retry_after_s(response)
+        retry_after = _retry_after_s(response)
+        if response.status_code == 429 and retry_after is not None:
+            raise RateLimitedError(f"the API at {self.url} answered {problem}", retry_after)
+        return None, problem, retry_after
 
     def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Return the wait before retry ``attempt`` (1-based), in seconds, capped.
