@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from db.engine import session_scope, statements_committing_alone, upsert_insert
-from db.models import AILimit, AISlot, utcnow
+from db.models import AILimit, AISlot, RunStatus, TaskRun, utcnow
 
 #: ``until`` of a slot that was never taken or was released.
 FREE = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -184,3 +184,17 @@ def pause(name: str, seconds: float, now: dt.datetime | None = None) -> dt.datet
             index_elements=[AILimit.name], set_={"paused_until": longer}
         ).returning(AILimit.paused_until)
         return connection.scalar(upsert)
+
+
+def note_waiting(run_id: int) -> None:
+    """Show that queued run ``run_id`` waits for its turn (its ``updated_at``, a sign of life).
+
+    The reconciler then leaves it alone: it re-sends runs silent for the stall timeout,
+    and a run can wait longer than that for a busy provider.
+    """
+    with statements_committing_alone() as connection:
+        connection.execute(
+            sa.update(TaskRun)
+            .where(TaskRun.id == run_id, TaskRun.status == RunStatus.QUEUED)
+            .values(updated_at=utcnow())
+        )

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+import sqlalchemy as sa
+from workerkit import make_project
+
 import db
-from db import limits
+from db import jobs, limits
+from db.models import TaskRun
 
 T0 = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
 
@@ -62,3 +66,24 @@ def test_a_pause_stops_every_turn_until_it_ends_and_keeps_the_longer_one(databas
     granted = [limits.take_turn("p", some, at(2)) for _ in range(5)]
     assert all(turn.granted for turn in granted)
     assert limits.take_turn("p", some, at(2)).reason == "calls"
+
+
+def test_a_run_waiting_for_its_turn_shows_a_sign_of_life(database_url: str):
+    # Given a queued run last changed long ago, and a running one
+    db.configure(database_url)
+    job_id = jobs.create_job(
+        make_project("a", "b"), batch_size=5, max_batch_size=50, max_tasks=10
+    ).job_id
+    long_ago = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with db.session_scope() as session:
+        queued, running = session.scalars(sa.select(TaskRun.id).where(TaskRun.job_id == job_id))
+        session.execute(sa.update(TaskRun).values(updated_at=long_ago, status="queued"))
+        session.execute(sa.update(TaskRun).where(TaskRun.id == running).values(status="running"))
+    # When both are noted waiting
+    limits.note_waiting(queued)
+    limits.note_waiting(running)
+    # Then the queued one shows a recent sign of life (the reconciler leaves it), only it
+    with db.session_scope() as session:
+        changed = dict(session.execute(sa.select(TaskRun.id, TaskRun.updated_at)).all())
+    assert changed[queued] > limits.utcnow() - dt.timedelta(minutes=1)
+    assert changed[running] == long_ago

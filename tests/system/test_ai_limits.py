@@ -86,7 +86,13 @@ def test_calls_in_flight_and_per_minute_hold_across_processes(cluster: Cluster, 
     assert most_in_any_minute([r.at for r in api.requests]) <= 30
     # And the tasks that waited for their turn made one attempt each, none failed
     assert attempts_of(job["id"]) == [1] * 12
-    print(f"limits 2 at once, 30/min: server peak {api.peak_in_flight} at once, 12 requests")
+    times = sorted(r.at for r in api.requests)
+    waits = sum(cluster.log_of(p).count("AI limit (") for p in cluster.processes)
+    print(
+        f"limits 2 at once, 30/min: server peak {api.peak_in_flight} at once, 12 requests "
+        f"in {times[-1] - times[0]:.2f} s (most in 60 s: {most_in_any_minute(times)}), "
+        f"{waits} waits re-queued"
+    )
 
 
 def test_a_429_s_retry_after_pauses_every_process(cluster: Cluster, api: FakeOpenAI):

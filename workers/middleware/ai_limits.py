@@ -100,6 +100,8 @@ class AILimits(Middleware):
             message.message_id,
             delay_ms,
         )
+        if actor.options.get("progress"):
+            limits.note_waiting(message.args[0])
         broker.enqueue(message, delay=delay_ms)
         raise SkipMessage(f"waiting for the AI provider ({turn.reason})")
 
@@ -111,12 +113,15 @@ class AILimits(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        self._end_turn()
-        if isinstance(exception, RateLimitedError) and exception.retry_after_s:
-            provider = self.provider() or "offline"
-            seconds = min(MAX_PAUSE_S, exception.retry_after_s)
-            until = limits.pause(provider, seconds)
-            self.logger.warning("%s answered 429: every call waits until %s.", provider, until)
+        try:
+            if isinstance(exception, RateLimitedError) and exception.retry_after_s:
+                # Paused before the slot is given back: no one takes it to call meanwhile.
+                provider = self.provider() or "offline"
+                seconds = min(MAX_PAUSE_S, exception.retry_after_s)
+                until = limits.pause(provider, seconds)
+                self.logger.warning("%s answered 429: every call waits until %s.", provider, until)
+        finally:
+            self._end_turn()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         self._end_turn()
