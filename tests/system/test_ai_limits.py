@@ -51,8 +51,16 @@ def start_workers(cluster: Cluster, api: FakeOpenAI, **limits: str) -> None:
         cluster.start_worker(threads=8, **env)
 
 
-def run_job(tasks: int) -> dict:
-    project_id = make_project(*[f"task-{n}" for n in range(tasks)])
+def run_job(tasks: int, chain: int = 0) -> dict:
+    """Run a job of ``tasks`` tasks, the last ``chain`` of them a chain (sent as a pipeline)."""
+    keys = [f"task-{n}" for n in range(tasks)]
+    linked = [
+        {"key": key, "title": key, "depends_on": [keys[n - 1]]}
+        if n > tasks - chain
+        else {"key": key, "title": key}
+        for n, key in enumerate(keys)
+    ]
+    project_id = make_project(*linked)
     job_id = dispatch.submit(
         project_id, batch_size=tasks, max_batch_size=50, max_tasks=100, max_in_flight=tasks
     )
@@ -75,8 +83,9 @@ def test_calls_in_flight_and_per_minute_hold_across_processes(cluster: Cluster, 
     api.script(guides(12))
     start_workers(cluster, api, AI_MAX_CONCURRENT="2", AI_REQUESTS_PER_MINUTE="30")
 
-    # When a job of 12 independent tasks runs, all released at once
-    job = run_job(12)
+    # When a job of 12 tasks runs: 8 independent ones, released at once, and a chain of 4
+    # (a pipeline: each step waits its turn too)
+    job = run_job(12, chain=4)
 
     # Then every guide is written, the server never held more than 2 requests at once
     # (and did hold 2), nor saw more than 30 in any 60 s
