@@ -1,0 +1,54 @@
+"""Provider limits in the embedded mode: in-memory broker, worker threads, both databases."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+from fake_openai import FakeOpenAI, completion
+from jobwatch import wait_for_job
+from workerkit import Embedded, make_project
+
+from db import session_scope
+from db.models import TaskRun
+from workers import dispatch
+
+
+@pytest.fixture
+def api() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+def test_one_call_at_a_time_from_six_threads(
+    embedded_factory: Callable[..., Embedded], api: FakeOpenAI
+):
+    # Given 6 worker threads allowed 1 AI call at a time, and a server taking 0.1 s a guide
+    embedded = embedded_factory(
+        threads=6,
+        GENERATOR="openai",
+        OPENAI_BASE_URL=api.url,
+        OPENAI_API_KEY="sk-test",
+        AI_MAX_CONCURRENT=1,
+        AI_LIMIT_RECHECK_MS=50,
+    )
+    api.script([dataclasses.replace(completion(f"# Guide {n}"), delay_s=0.1) for n in range(5)])
+
+    # When a job of 5 independent tasks runs, all released at once
+    project_id = make_project("a", "b", "c", "d", "e")
+    job_id = dispatch.submit(
+        project_id, batch_size=5, max_batch_size=50, max_tasks=100, max_in_flight=5
+    )
+    job, _ = wait_for_job(job_id, timeout=30)
+
+    # Then every guide is written, one request at a time, one attempt each: the tasks that
+    # waited went back to the queue (re-sent with a delay) without counting an attempt
+    assert (job["status"], job["succeeded_tasks"]) == ("succeeded", 5)
+    assert (len(api.requests), api.peak_in_flight) == (5, 1)
+    with session_scope() as session:
+        attempts = session.scalars(sa.select(TaskRun.attempts).where(TaskRun.job_id == job_id))
+        assert list(attempts) == [1] * 5
+    sent = [m.message_id for m in embedded.enqueued if m.actor_name == "generate_hands_on"]
+    assert len(sent) > len(set(sent)) == 5
