@@ -29,9 +29,15 @@ WINDOW_S = 60.0
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """A provider's limits. Parameters: ``max_calls`` (0: none), ``per_minute`` (0: none),
-    ``lease_s``: seconds a call slot stays taken unless released, ``recheck_s``: seconds to
-    wait when every call slot is taken (when one frees is not known ahead)."""
+    """A provider's limits.
+
+    Parameters:
+      max_calls: calls in flight at once; 0: no limit.
+      per_minute: requests started in any 60 s window; 0: no limit.
+      lease_s: seconds a call slot stays taken unless given back (a killed worker's).
+      recheck_s: seconds to wait when every call slot is taken (when one frees is not
+        known ahead).
+    """
 
     max_calls: int = 0
     per_minute: int = 0
