@@ -10,17 +10,17 @@ starts the Procfile's processes (gunicorn web, K ``dramatiq workers --processes 
 submits their jobs at once through the JSON API, as users do, and follows them to the end.
 
 Prints, per K: wall time from submit to the last job's end against the ideal
-max(critical path, tasks x latency / (K x T)) and the efficiency (ideal / wall); the
-ideal under the jobs' own batch barriers (each batch after the previous one, FIFO on
-K x T threads, no overhead); the spread of the jobs' finish times; billed Redis commands
-per task (``redis-cli monitor`` billed by ``redis-bill``: every command sent plus every
-``redis.call`` inside a script); the peak of PostgreSQL connections to the database
-(``pg_stat_activity``, sampled every 0.2 s); the machine's CPU use during the run
-(/proc/stat, every process of the machine) and the CPU seconds of web, workers,
-scheduler and PostgreSQL; the mean number of task runs in the running state (threads
-busy on the jobs) and how often a thread was free while messages waited in the queue
-(LLEN, left out of the bill); and checks that every job succeeded with exactly one guide
-per task. Writes ``bench/results/scale.json``.
+max(critical path, tasks x latency / (K x T)) and the efficiency (ideal / wall); with
+``--strategy batches``, the ideal under the jobs' own batch barriers (each batch after
+the previous one, FIFO on K x T threads, no overhead); the spread of the jobs' finish
+times; billed Redis commands per task (``redis-cli monitor`` billed by ``redis-bill``:
+every command sent plus every ``redis.call`` inside a script); the peak of PostgreSQL
+connections to the database (``pg_stat_activity``, sampled every 0.2 s); the machine's
+CPU use during the run (/proc/stat, every process of the machine) and the CPU seconds of
+web, workers, scheduler and PostgreSQL; the mean number of task runs in the running
+state (threads busy on the jobs) and how often a thread was free while messages waited
+in the queue (LLEN, left out of the bill); and checks that every job succeeded with
+exactly one guide per task. Writes ``bench/results/scale.json``.
 """
 
 from __future__ import annotations
@@ -318,7 +318,8 @@ def submit_and_follow(
         started = time.time()
 
         def submit(project_id: int) -> None:
-            job_ids.append(api(base, f"/api/projects/{project_id}/jobs", {})["job_id"])
+            body = {"strategy": args.strategy} if args.strategy else {}
+            job_ids.append(api(base, f"/api/projects/{project_id}/jobs", body)["job_id"])
 
         threads = [threading.Thread(target=submit, args=(p,)) for p in project_ids]
         for thread in threads:
@@ -334,7 +335,7 @@ def submit_and_follow(
         time.sleep(0.5)  # the last acks land after the last job's end
     # The sampler's own LLENs are not the workers' cost.
     bill["billed"] -= bill["by_command"].pop("LLEN", 0)
-    batches = api(base, f"/api/jobs/{job_ids[0]}")["batches"]
+    job = api(base, f"/api/jobs/{job_ids[0]}")
     result = check_guides(conninfo, job_ids)
     finished = result.pop("finished_at")
     tasks = result["tasks"]
@@ -349,7 +350,13 @@ def submit_and_follow(
         "wall_s": wall,
         "ideal_s": ideal,
         "efficiency": ideal / wall,
-        "barrier_ideal_s": barrier_schedule(batches, len(job_ids), k * args.threads) * latency,
+        "strategy": job.get("strategy", "batches"),
+        # Only the batches strategy runs its batches one after the other.
+        "barrier_ideal_s": (
+            barrier_schedule(job["batches"], len(job_ids), k * args.threads) * latency
+            if job.get("strategy", "batches") == "batches"
+            else None
+        ),
         "finish_spread_s": max(finished) - min(finished),
         "first_finish_s": min(finished) - started,
         "billed": bill["billed"],
@@ -370,6 +377,13 @@ def submit_and_follow(
     }
 
 
+def _barrier_note(r: dict[str, Any]) -> str:
+    if r["barrier_ideal_s"] is None:
+        return ""
+    ideal = r["barrier_ideal_s"]
+    return f" ideal under the batch barriers {ideal:.1f} s (efficiency {ideal / r['wall_s']:.2f});"
+
+
 def print_row(r: dict[str, Any]) -> None:
     print(
         f"{r['processes']:>2} x {r['threads']:<2} {r['jobs']:>4} {r['tasks']:>6}"
@@ -377,8 +391,7 @@ def print_row(r: dict[str, Any]) -> None:
         f" {r['first_finish_s']:>6.1f}-{r['wall_s']:<6.1f} {r['per_task']:>8.2f}"
         f" {r['peak_pg_connections']:>7} {100 * r['cpu_busy']:>5.0f}%"
         f"  {','.join(r['statuses'])} {'yes' if r['one_guide_per_task'] else 'NO'}",
-        f"  ideal under the jobs' batch barriers {r['barrier_ideal_s']:.1f} s"
-        f" (efficiency {r['barrier_ideal_s'] / r['wall_s']:.2f});"
+        f"  {r['strategy']};{_barrier_note(r)}"
         f" mean running {r['mean_running']:.1f}; free thread while queued"
         f" {100 * r['idle_while_queued']:.0f}% of samples;",
         "cpu s: " + ", ".join(f"{role} {s:.1f}" for role, s in r["cpu_s"].items()),
@@ -392,6 +405,9 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=500, help="simulated AI latency")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process (T)")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4], help="K values")
+    parser.add_argument(
+        "--strategy", choices=("flow", "batches"), help="job strategy (default: the API's)"
+    )
     parser.add_argument("--timeout-s", type=float, default=600, help="give up on a run after")
     args = parser.parse_args()
     admin_url = os.environ["TEST_DATABASE_URL"]
