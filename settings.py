@@ -91,6 +91,15 @@ class Settings:
     #: When every AI call slot is taken, a waiting task is queued again after 1 to 1.2
     #: times this, in milliseconds (when a slot frees is not known ahead).
     AI_LIMIT_RECHECK_MS: int = 1_000
+    #: Ask for the guide as a stream of chunks (``stream_options.include_usage``); turn
+    #: off for a compatible server that cannot stream.
+    OPENAI_STREAM: bool = True
+    #: Price of a million prompt tokens, in your currency (default: gpt-4o-mini, USD 0.15).
+    AI_PRICE_INPUT_PER_MTOK: float = 0.15
+    #: Price of a million completion tokens, in the same currency (gpt-4o-mini: USD 0.60).
+    AI_PRICE_OUTPUT_PER_MTOK: float = 0.60
+    #: AI spend allowed per calendar month, in the currency of the prices; unset: no cap.
+    AI_MONTHLY_BUDGET: float | None = None
     #: Largest generated guide kept, in characters (longer output is cut).
     MAX_GUIDE_CHARS: int = 60_000
     #: Largest import file or request body, in bytes.

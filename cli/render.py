@@ -133,12 +133,22 @@ def summary(job: dict[str, Any]) -> str:
         f"  tasks:   {job['succeeded_tasks']} succeeded, {job['failed_tasks']} failed,"
         f" {job['skipped_tasks']} skipped, {job['cancelled_tasks']} cancelled"
         f" of {job['total_tasks']}",
+        f"  AI:      {ai_spend(job)}",
     ]
     for batch in job["batches"]:
         for run in batch["runs"]:
             if run["status"] in {"failed", "skipped"}:
                 lines.append(f"  - {run['key']}: {run['status']}: {run['error']}")
     return "\n".join(lines)
+
+
+def ai_spend(job: dict[str, Any]) -> str:
+    """Return a job's AI tokens and cost as one phrase."""
+    tokens = job["prompt_tokens"] + job["completion_tokens"]
+    return (
+        f"{tokens:,} tokens ({job['prompt_tokens']:,} prompt + {job['completion_tokens']:,}"
+        f" completion), cost {job['cost']:.4f}"
+    )
 
 
 #: Keys listed at most per line of :func:`flow_lines` (the rest are counted).

@@ -19,6 +19,7 @@ from sqlalchemy import orm
 from sqlalchemy.dialects.postgresql import JSONB
 
 from db import events, notify, release
+from db.guides import Usage
 from db.models import Batch, BatchStatus, Event, Job, JobStatus, utcnow
 
 #: The counters a batch and a job keep, by outcome (``done`` counts them all).
@@ -29,6 +30,17 @@ def increments(row_id: int, counts: collections.Counter[str]) -> dict[str, int]:
     """Parameters of :data:`COUNT_IN_BATCH` and :data:`COUNT_IN_JOB` for ``counts``."""
     added = {f"add_{name}": counts[name] for name in _COUNTERS[1:]}
     return {"row_id": row_id, "add_done": sum(counts.values()), **added}
+
+
+def spend_increments(spent: Usage | None) -> dict[str, Any]:
+    """Parameters of :data:`COUNT_IN_JOB` adding a guide's AI usage to its job's totals."""
+    if spent is None:
+        return {"add_prompt_tokens": 0, "add_completion_tokens": 0, "add_cost": 0.0}
+    return {
+        "add_prompt_tokens": spent.prompt_tokens,
+        "add_completion_tokens": spent.completion_tokens,
+        "add_cost": spent.cost,
+    }
 
 
 def _incremented(table: Any, suffix: str = "") -> dict[str, Any]:
@@ -69,6 +81,9 @@ COUNT_IN_JOB = (
         completed_batches=Job.completed_batches + sa.bindparam("add_completed_batches"),
         in_flight=Job.in_flight + sa.bindparam("add_in_flight"),
         total_batches=Job.total_batches + sa.bindparam("add_batches"),
+        prompt_tokens=Job.prompt_tokens + sa.bindparam("add_prompt_tokens"),
+        completion_tokens=Job.completion_tokens + sa.bindparam("add_completion_tokens"),
+        cost=Job.cost + sa.bindparam("add_cost", type_=Job.cost.type),
         current_batch=sa.func.coalesce(
             sa.bindparam("next_batch_index", type_=sa.Integer), Job.current_batch
         ),
@@ -84,6 +99,9 @@ COUNT_IN_JOB = (
         Job.completed_batches,
         Job.total_batches,
         Job.in_flight,
+        Job.prompt_tokens,
+        Job.completion_tokens,
+        Job.cost,
     )
 )
 
@@ -106,11 +124,13 @@ def count_in_job(
     completed: bool,
     released: release.Released,
     new_events: Sequence[events.NewEvent],
+    spent: Usage | None = None,
 ) -> sa.Row[Any]:
     """Move the job's counters and store ``new_events``, each carrying the counters after.
 
-    On PostgreSQL that is one statement, so the job's row stays locked (it numbers the
-    events) for one round trip less.
+    ``spent``, the AI usage of the guide this outcome stores, is added to the job's
+    token and cost totals in the same statement. On PostgreSQL that is one statement, so
+    the job's row stays locked (it numbers the events) for one round trip less.
     """
     parameters = {
         **increments(job_id, counts),
@@ -119,6 +139,7 @@ def count_in_job(
         "add_in_flight": released.slots,
         "add_batches": released.batches,
         "next_batch_index": released.last_index,
+        **spend_increments(spent),
     }
     connection = session.connection()
     if connection.dialect.name == "postgresql":
@@ -212,8 +233,11 @@ _JOB_COUNTERS = {
     "skipped": Job.skipped_tasks,
     "cancelled": Job.cancelled_tasks,
     "in_flight": Job.in_flight,
+    "prompt_tokens": Job.prompt_tokens,
+    "completion_tokens": Job.completion_tokens,
+    "cost": Job.cost,
 }
 
 
-def job_counters(job: sa.Row[Any]) -> dict[str, int]:
+def job_counters(job: sa.Row[Any]) -> dict[str, int | float]:
     return {name: getattr(job, column.key) for name, column in _JOB_COUNTERS.items()}

@@ -38,6 +38,35 @@ class GuideRequest:
     previous_guide: str | None = None
     #: The job the run belongs to (None when unknown).
     job_id: int | None = None
+    #: What the project is about, in the user's words.
+    project_description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """What writing one guide took from the AI provider (stored with the guide)."""
+
+    #: The model that wrote it (as the provider names it).
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: True when the tokens were estimated from characters (no ``usage`` from the provider).
+    estimated: bool = False
+    #: Time the generator took, in milliseconds.
+    latency_ms: int = 0
+    #: Version of the prompt the guide was written from.
+    prompt_version: str | None = None
+    #: What it cost, in the currency of the ``AI_PRICE_*`` settings.
+    cost: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        """Prompt and completion tokens together."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+#: The usage of a guide whose writer reported none (a custom generator's plain text).
+NO_USAGE = Usage(model="")
 
 
 # Built once: building a statement costs more Python time than running it does.
@@ -50,6 +79,7 @@ REQUEST_OF_RUN = (
         Task.title,
         Task.description,
         Project.name,
+        Project.description.label("project_description"),
         TaskRun.job_id,
         _dependency.title.label("dependency_title"),
         HandsOn.markdown.label("dependency_guide"),
@@ -81,6 +111,7 @@ def read_request(
     task = rows[0]
     return GuideRequest(
         project_name=task.name or "",
+        project_description=task.project_description or "",
         task_key=task.key,
         task_title=task.title,
         task_description=task.description,
@@ -94,8 +125,8 @@ def read_request(
     )
 
 
-def save_guide(run_id: int, markdown: str, generator: str) -> None:
-    """Store (or replace) the guide of the run's task; safe to repeat.
+def save_guide(run_id: int, markdown: str, generator: str, usage: Usage = NO_USAGE) -> None:
+    """Store (or replace) the guide of the run's task, with its usage; safe to repeat.
 
     One ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` statement.
 
@@ -103,42 +134,81 @@ def save_guide(run_id: int, markdown: str, generator: str) -> None:
       RunNotFoundError: when the run is gone.
     """
     with statements_committing_alone() as connection:
-        store_guide(connection, run_id, markdown, generator)
+        store_guide(connection, run_id, markdown, generator, usage)
 
 
-def store_guide(connection: sa.Connection, run_id: int, markdown: str, generator: str) -> None:
+def store_guide(
+    connection: sa.Connection,
+    run_id: int,
+    markdown: str,
+    generator: str,
+    usage: Usage = NO_USAGE,
+) -> None:
     """Store (or replace) the guide of the run's task within the caller's transaction.
 
     Raises:
       RunNotFoundError: when the run is gone.
     """
-    parameters = {"run_id": run_id, "text": markdown, "written_by": generator, "now": utcnow()}
+    parameters = guide_parameters(run_id, markdown, generator, usage)
     if connection.execute(upsert_guide(connection.dialect.name), parameters).first() is None:
         raise RunNotFoundError(f"task run {run_id} does not exist")
+
+
+def guide_parameters(
+    run_id: int, markdown: str, generator: str, usage: Usage = NO_USAGE
+) -> dict[str, object]:
+    """The parameters of :func:`upsert_guide` for a guide and its usage."""
+    return {
+        "run_id": run_id,
+        "text": markdown,
+        "written_by": generator,
+        "now": utcnow(),
+        **{f"u_{name}": value for name, value in _usage_columns(usage).items()},
+    }
+
+
+def _usage_columns(usage: Usage) -> dict[str, object]:
+    """The guide's usage columns and their values for ``usage``."""
+    return {
+        "model": usage.model or None,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "tokens_estimated": usage.estimated,
+        "latency_ms": usage.latency_ms,
+        "cost": usage.cost,
+        "prompt_version": usage.prompt_version,
+    }
+
+
+#: Columns the upsert writes and replaces (the task's and creation time aside).
+_REPLACED = ("job_id", "markdown", "generator", *_usage_columns(NO_USAGE), "updated_at")
+
+
+_TIMES = ("updated_at", "created_at")
 
 
 @functools.lru_cache(maxsize=2)
 def upsert_guide(dialect_name: str) -> sa.Insert:
     """Return the guide upsert for a dialect (``ON CONFLICT`` is dialect-specific), built once."""
     now = sa.bindparam("now", type_=HandsOn.updated_at.type)
+    usage = [
+        sa.bindparam(f"u_{name}", type_=HandsOn.__table__.c[name].type)
+        for name in _usage_columns(NO_USAGE)
+    ]
     insert = upsert_insert(dialect_name, HandsOn).from_select(
-        ["task_id", "job_id", "markdown", "generator", "created_at", "updated_at"],
+        ["task_id", "job_id", "markdown", "generator", *_usage_columns(NO_USAGE), *_TIMES],
         sa.select(
             TaskRun.task_id,
             TaskRun.job_id,
             sa.bindparam("text", type_=HandsOn.markdown.type),
             sa.bindparam("written_by", type_=HandsOn.generator.type),
+            *usage,
             now,
             now,
         ).where(TaskRun.id == sa.bindparam("run_id")),
     )
     upsert = insert.on_conflict_do_update(
         index_elements=[HandsOn.task_id],
-        set_={
-            "job_id": insert.excluded.job_id,
-            "markdown": insert.excluded.markdown,
-            "generator": insert.excluded.generator,
-            "updated_at": insert.excluded.updated_at,
-        },
+        set_={name: insert.excluded[name] for name in _REPLACED},
     )
     return upsert.returning(HandsOn.task_id)  # no row: the run is gone

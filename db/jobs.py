@@ -207,6 +207,7 @@ def _job_data(job: Job) -> dict[str, Any]:
         "total_tasks", "total_batches", "done_tasks",
         "succeeded_tasks", "failed_tasks", "skipped_tasks", "cancelled_tasks",
         "completed_batches", "current_batch", "event_seq", "error",
+        "prompt_tokens", "completion_tokens", "cost",
     )  # fmt: skip
     data: dict[str, Any] = {name: getattr(job, name) for name in fields}
     data["project_name"] = job.project.name

@@ -25,6 +25,7 @@ def compile_ahead() -> None:
         "add_in_flight": 0,
         "add_batches": 0,
         "next_batch_index": None,
+        **counters.spend_increments(None),
     }
     run = {"run_id": -1, "now": now}
     statements = [
@@ -43,7 +44,7 @@ def compile_ahead() -> None:
         (guides.REQUEST_OF_RUN, {"run_id": -1}),
     ]
     engine = get_engine()
-    guide = {"run_id": -1, "text": "", "written_by": "", "now": now}
+    guide = guides.guide_parameters(-1, "", "")
     statements.append((guides.upsert_guide(engine.dialect.name), guide))
     if engine.dialect.name == "postgresql":
         statements.append((starts.START_AND_ANNOUNCE, run))

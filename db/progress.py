@@ -22,6 +22,7 @@ from sqlalchemy import orm
 
 from db import counters, events, release
 from db.engine import in_transaction, session_scope
+from db.guides import Usage
 from db.models import (
     UNFINISHED_RUN_STATES,
     Batch,
@@ -51,17 +52,23 @@ Write = Callable[[orm.Session], None]
 
 
 def record_outcome(
-    run_id: int, status: RunStatus, error: str | None = None, *, along: Write | None = None
+    run_id: int,
+    status: RunStatus,
+    error: str | None = None,
+    *,
+    along: Write | None = None,
+    spent: Usage | None = None,
 ) -> Outcome:
     """Record the final outcome of a task run once; complete its batch when it is the last.
 
-    ``along`` runs first in the same transaction (a task's result, stored with its outcome).
+    ``along`` runs first in the same transaction (a task's result, stored with its outcome);
+    ``spent`` (the AI usage of its guide) is added to the job's totals with its counters.
     """
 
     def record(session: orm.Session) -> Outcome:
         if along is not None:
             along(session)
-        return finish(session, run_id, status, error)
+        return finish(session, run_id, status, error, spent)
 
     return in_transaction(record)
 
@@ -105,7 +112,13 @@ FINISH_RUN = (
 )
 
 
-def finish(session: orm.Session, run_id: int, status: RunStatus, error: str | None) -> Outcome:
+def finish(
+    session: orm.Session,
+    run_id: int,
+    status: RunStatus,
+    error: str | None,
+    spent: Usage | None = None,
+) -> Outcome:
     """Record a run's outcome once, and everything it sets going, in the caller's transaction.
 
     Counts it in its batch and job, releases the units it was the last link of (and
@@ -143,7 +156,7 @@ def finish(session: orm.Session, run_id: int, status: RunStatus, error: str | No
         released = release.release(session, run.job_id, freed=freed, now=now)
         new_events.extend(released.events)
 
-    job = counters.count_in_job(session, run.job_id, counts, completed, released, new_events)
+    job = counters.count_in_job(session, run.job_id, counts, completed, released, new_events, spent)
     job_status = None
     if job.done_tasks - sum(counts.values()) < job.total_tasks <= job.done_tasks:
         job_status = counters.finalize(session, run.job_id, now)

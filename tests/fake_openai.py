@@ -1,7 +1,11 @@
 """A real local HTTP server speaking enough of the OpenAI chat-completions protocol.
 
 Scripted: each request takes the next :class:`FakeResponse` from the script; every
-request is recorded.  Use it as ``with FakeOpenAI() as api: api.script([...])`` or from
+request is recorded. A successful answer carries ``usage``; a request with
+``"stream": true`` gets it as ``text/event-stream`` chunks (a few words each), with a
+last chunk carrying ``usage`` when ``stream_options.include_usage`` asks for it.
+
+Use it as ``with FakeOpenAI() as api: api.script([...])`` or from
 a yield fixture with ``start()``/``stop()``; starting and stopping costs up to half a
 second (``serve_forever``'s shutdown poll), so share one server and ``reset()`` it.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +34,7 @@ class FakeResponse:
 
 @dataclasses.dataclass
 class RecordedRequest:
-    """One request as the server received it."""
+    """One request as the server received it (header names in lower case)."""
 
     method: str
     path: str
@@ -43,23 +48,74 @@ class RecordedRequest:
         return json.loads(self.body)
 
 
-def completion(content: str, *, model: str = "fake-model") -> FakeResponse:
-    """Return a successful chat-completions answer carrying ``content``."""
-    return FakeResponse(
-        200,
-        {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion",
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": content},
-                }
-            ],
-        },
-    )
+#: Prompt tokens the fake server reports by default (it does not tokenize).
+PROMPT_TOKENS = 321
+
+
+def usage_of(content: str, prompt_tokens: int = PROMPT_TOKENS) -> dict[str, int]:
+    """Return the ``usage`` the fake server reports for an answer of ``content``."""
+    completion_tokens = len(content.split()) + 7  # not a character count: tell them apart
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def completion(
+    content: str,
+    *,
+    model: str = "fake-model",
+    usage: dict[str, int] | bool | None = True,
+    delay_s: float = 0.0,
+) -> FakeResponse:
+    """Return a successful chat-completions answer carrying ``content``.
+
+    ``usage``: True for :func:`usage_of` the content, a dict for those figures, None
+    for an answer without ``usage`` (as some compatible servers send).
+    """
+    body: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1_764_806_400,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": content},
+            }
+        ],
+    }
+    if usage is True:
+        body["usage"] = usage_of(content)
+    elif usage:
+        body["usage"] = usage
+    return FakeResponse(200, body, delay_s=delay_s)
+
+
+def stream_chunks(answer: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+    """Return ``answer`` (a completion) as the chunks a streaming server sends.
+
+    Three words a chunk, then an empty one with ``finish_reason``, then (when asked)
+    one with no choices and the ``usage``.
+    """
+    base = {key: answer.get(key) for key in ("id", "created", "model")}
+    base["object"] = "chat.completion.chunk"
+    choice = answer["choices"][0]
+    content = choice["message"]["content"]
+    words = re.findall(r"\s*\S+", content) or [""]
+    words[-1] += content[len("".join(words)) :]  # trailing whitespace, in the last chunk
+    pieces = ["".join(words[i : i + 3]) for i in range(0, len(words), 3)]
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        for piece in pieces
+    ]
+    chunks[0]["choices"][0]["delta"]["role"] = "assistant"
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if include_usage and answer.get("usage"):
+        chunks.append({**base, "choices": [], "usage": answer["usage"]})
+    return chunks
 
 
 def error(status: int, message: str, **headers: str) -> FakeResponse:
@@ -149,12 +205,19 @@ def _handler_for(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            recorded = RecordedRequest("POST", self.path, dict(self.headers.items()), body)
+            recorded = RecordedRequest(
+                "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
+            )
             answer = api._answer(recorded)
             if answer.delay_s and api._stopping.wait(answer.delay_s):
                 return
             if self.path != "/v1/chat/completions":
                 answer = error(404, f"unknown path {self.path}")
+            asked = _json_or_none(body)
+            if asked.get("stream") and _streamable(answer):
+                include_usage = bool((asked.get("stream_options") or {}).get("include_usage"))
+                self._stream(stream_chunks(answer.body, include_usage))
+                return
             payload = answer.body if isinstance(answer.body, str) else json.dumps(answer.body)
             data = payload.encode()
             self.send_response(answer.status)
@@ -169,7 +232,36 @@ def _handler_for(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             api._answering()  # its delay is over: no longer in flight at the server
             super().send_response(code, message)
 
+        def _stream(self, chunks: list[dict[str, Any]]) -> None:
+            """Send ``chunks`` as server-sent events, then ``[DONE]``, and close."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for chunk in chunks:
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+            self.close_connection = True
+
         def log_message(self, format: str, *args: Any) -> None:
             pass  # keep test output clean
 
     return Handler
+
+
+def _json_or_none(body: bytes) -> dict[str, Any]:
+    """Return the request's JSON object, or {} when it is not one."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _streamable(answer: FakeResponse) -> bool:
+    """True for a successful completion with a message (others are sent as they are)."""
+    body = answer.body
+    return answer.status == 200 and isinstance(body, dict) and bool(body.get("choices"))

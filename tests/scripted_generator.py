@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from settings import Settings
-from workers.generators import GeneratorError, GuideRequest, OfflineGenerator
+from workers.generators import GeneratorError, GuideRequest, OfflineGenerator, OnText, Written
 
 FAIL_MARK = "[fail]"
 FLAKY_MARK = "[flaky]"
@@ -21,12 +21,12 @@ FLAKY_MARK = "[flaky]"
 class ScriptedGenerator(OfflineGenerator):
     """Fails the tasks marked in their titles, with a retryable error."""
 
-    def generate(self, request: GuideRequest) -> str:
+    def generate(self, request: GuideRequest, *, on_text: OnText | None = None) -> Written:
         if FAIL_MARK in request.task_title:
             raise GeneratorError(f"scripted failure for {request.task_key}")
         if FLAKY_MARK in request.task_title and self._first_attempt(request.task_key):
             raise GeneratorError(f"scripted first-attempt failure for {request.task_key}")
-        return super().generate(request)
+        return super().generate(request, on_text=on_text)
 
     @staticmethod
     def _first_attempt(key: str) -> bool:

@@ -113,7 +113,21 @@ def guide_data(task_id: int) -> dict[str, Any] | None:
             "generator": None if guide is None else guide.generator,
             "job_id": None if guide is None else guide.job_id,
             "updated_at": None if guide is None else jobs.iso(guide.updated_at),
+            "usage": None if guide is None else _guide_usage(guide),
         }
+
+
+def _guide_usage(guide: HandsOn) -> dict[str, Any]:
+    """What writing a guide took: model, tokens (estimated or not), latency, cost, prompt."""
+    return {
+        "model": guide.model,
+        "prompt_tokens": guide.prompt_tokens,
+        "completion_tokens": guide.completion_tokens,
+        "estimated": guide.tokens_estimated,
+        "latency_ms": guide.latency_ms,
+        "cost": guide.cost,
+        "prompt_version": guide.prompt_version,
+    }
 
 
 def project_guides(project_id: int) -> tuple[str, list[tuple[str, str | None]]] | None:

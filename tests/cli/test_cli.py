@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 import db
 from cli import cli
+from db import jobs
 from db.migrate import alembic_config
 from samples import SAMPLE_PROJECT_PATH
 from settings import Settings
@@ -72,6 +73,12 @@ def test_import_then_enqueue_wait_runs_the_sample_to_the_end(run, strategy: str)
     status = run("status", "1")
     assert status.exit_code == 0 and "succeeded" in status.output
     assert status.output.count("completed") == int(done[1])
+    # And shows the job's AI tokens and cost (the offline generator's estimates)
+    job = jobs.snapshot(1)
+    tokens = job["prompt_tokens"] + job["completion_tokens"]
+    assert tokens > 0
+    assert f"AI:      {tokens:,} tokens ({job['prompt_tokens']:,} prompt" in status.output
+    assert f"cost {job['cost']:.4f}" in status.output
 
 
 def test_status_of_a_running_job_says_what_runs_what_is_ready_and_what_waits_on_what(run):

@@ -69,6 +69,10 @@ def test_each_start_and_the_outcome_are_numbered_announced_events(database_url: 
         "skipped": 0,
         "cancelled": 0,
         "in_flight": 0,
+        # No guide was stored: no AI usage to add
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost": 0,
     }
     finished = {kind: payload for _, kind, payload in new if kind != "task_started"}
     assert finished["task_succeeded"] == {

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from webkit import LiveServer
 
+from db import jobs
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 #: Eight tasks: a pipeline (1 -> 2 -> 3 -> 4), independent tasks, and a final one.
 TASKS = """Set up the repository
@@ -73,6 +75,12 @@ def test_a_job_started_from_the_form_is_followed_live_to_100_percent(
     assert page.locator(".run-state").all_inner_texts() == ["succeeded"] * 8
     assert page.inner_text("#count-succeeded") == "8"
     assert page.inner_text("#eta") == "done"
+    # with the job's AI tokens and cost, moved live by its events (the page opened at 0)
+    stored = jobs.snapshot(int(page.url.rsplit("/", 1)[1]))
+    assert stored["prompt_tokens"] > 0 and stored["completion_tokens"] > 0
+    assert page.inner_text("#count-prompt-tokens") == str(stored["prompt_tokens"])
+    assert page.inner_text("#count-completion-tokens") == str(stored["completion_tokens"])
+    assert page.inner_text("#ai-cost") == f"{stored['cost']:.4f}"
     page.wait_for_function("() => document.getElementById('job').dataset.live === 'ended'")
     page.screenshot(path=str(ARTIFACTS / "job-finished.png"), full_page=True)
     assert page.evaluate("window.__sameDocument") is True

@@ -20,9 +20,9 @@ def generated(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
     calls: collections.Counter[str] = collections.Counter()
     original = OfflineGenerator.generate
 
-    def counting(self: OfflineGenerator, request: Any) -> str:
+    def counting(self: OfflineGenerator, request: Any, **options: Any) -> Any:
         calls[request.task_key] += 1
-        return original(self, request)
+        return original(self, request, **options)
 
     monkeypatch.setattr(OfflineGenerator, "generate", counting)
     return calls

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from settings import Settings
-from tests.fake_openai import FakeOpenAI, FakeResponse, completion, error
+from tests.fake_openai import FakeOpenAI, FakeResponse, completion, error, usage_of
 from workers.generators import (
     Dependency,
     GeneratorError,
@@ -23,9 +23,12 @@ from workers.generators import (
     OfflineGenerator,
     OpenAIGenerator,
     PermanentGeneratorError,
+    Usage,
     get_generator,
+    prompt,
 )
 from workers.generators.base import RateLimitedError
+from workers.generators.metering import priced
 
 KEY = "sk-test-SECRET-0123456789"
 
@@ -48,17 +51,20 @@ def test_offline_guides_are_deterministic_and_differ_per_task() -> None:
     other = GuideRequest("Shop", "search", "Search products", "Full-text search on names.")
 
     # When each task is generated twice
-    first, again = OfflineGenerator().generate(REQUEST), OfflineGenerator().generate(REQUEST)
+    first, again = (
+        OfflineGenerator().generate(REQUEST).markdown,
+        OfflineGenerator().generate(REQUEST).markdown,
+    )
 
     # Then identical input gives identical output, and different tasks differ in the steps
     assert first == again
-    other_guide = OfflineGenerator().generate(other)
+    other_guide = OfflineGenerator().generate(other).markdown
     assert first.split("## Steps")[1] != other_guide.split("## Steps")[1]
     assert OfflineGenerator.name == "offline"
 
 
 def test_offline_guide_has_title_goal_dependencies_steps_and_checks() -> None:
-    guide = OfflineGenerator().generate(REQUEST)
+    guide = OfflineGenerator().generate(REQUEST).markdown
 
     assert guide.startswith("# Hands-on: Build checkout page\n")
     assert "## Goal\n\nCustomers pay for the cart with a card." in guide
@@ -76,7 +82,7 @@ def test_offline_guide_has_title_goal_dependencies_steps_and_checks() -> None:
 def test_offline_guide_quotes_the_previous_pipeline_step() -> None:
     request = GuideRequest("Shop", "pay", "Take payment", previous_guide=LOGIN_GUIDE)
 
-    guide = OfflineGenerator().generate(request)
+    guide = OfflineGenerator().generate(request).markdown
 
     assert "## Continuing from the previous step\n\n> Hands-on: Add login form" in guide
 
@@ -85,7 +91,7 @@ def test_offline_guide_keeps_user_titles_on_one_line() -> None:
     # A title with a newline must not open a new Markdown block (e.g. raw HTML)
     request = GuideRequest("Shop", "x", "Evil\n<script>alert(1)</script>\n# Owned")
 
-    guide = OfflineGenerator().generate(request)
+    guide = OfflineGenerator().generate(request).markdown
 
     assert guide.splitlines()[0] == "# Hands-on: Evil <script>alert(1)</script> # Owned"
     assert "\n<script>" not in guide and "\n# Owned" not in guide
@@ -147,53 +153,95 @@ def make_client(api: FakeOpenAI) -> Callable[..., OpenAIGenerator]:
             "timeout_s": 2.0,
             "max_attempts": 3,
             "max_chars": 10_000,
-            "backoff_base_s": 0.01,
         }
         return OpenAIGenerator(**{**options, **overrides})  # type: ignore[arg-type]
 
     return make
 
 
-def test_openai_posts_the_task_and_returns_the_guide(api: FakeOpenAI, make_client) -> None:
+#: Transient failures answered with a short ``retry-after-ms`` (the SDK honors it), so
+#: retries do not wait the SDK's default back-off.
+QUICK = {"Retry_After_Ms": "10"}
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "one-answer"])
+def test_openai_posts_the_task_and_returns_the_guide_and_the_servers_usage(
+    api: FakeOpenAI, make_client, stream: bool
+) -> None:
     # Given an API that answers with a guide
-    api.script([completion("# Hands-on: Build checkout page\n\nDo it.")])
-    request = dataclasses.replace(REQUEST, previous_guide="# Step one\nDone.")
+    text = "# Hands-on: Build checkout page\n\nDo it, step by step, then check it."
+    api.script([completion(text)])
+    request = dataclasses.replace(
+        REQUEST, previous_guide="# Step one\nDone.", project_description="A small web shop."
+    )
 
-    # When a guide is generated
-    guide = make_client().generate(request)
+    # When a guide is generated, its text watched as it is written
+    pieces: list[str] = []
+    written = make_client(stream=stream).generate(request, on_text=pieces.append)
 
-    # Then the guide is returned and the request carried model, key and the task
-    assert guide == "# Hands-on: Build checkout page\n\nDo it."
+    # Then the guide is returned, the pieces add up to it, and the usage is the server's
+    assert written.markdown == text and "".join(pieces) == text
+    assert len(pieces) > 1 if stream else pieces == [text]
+    usage = written.usage
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        usage_of(text)["prompt_tokens"],
+        usage_of(text)["completion_tokens"],
+    )
+    assert not usage.estimated and usage.model == "fake-model"
+    assert usage.prompt_version == prompt.VERSION and usage.latency_ms >= 0
+    # And the request carried model, key, the stream options and the task
     [sent] = api.requests
     assert sent.path == "/v1/chat/completions"
-    assert sent.headers["Authorization"] == f"Bearer {KEY}"
+    assert sent.headers["authorization"] == f"Bearer {KEY}"
     body = sent.json
     assert body["model"] == "fake-model" and body["temperature"] == 0.2
+    assert body.get("stream", False) is stream
+    assert body.get("stream_options") == ({"include_usage": True} if stream else None)
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
     user = body["messages"][1]["content"]
     assert "Build checkout page" in user and "Customers pay for the cart" in user
+    assert "A small web shop." in user
     assert "Add login form" in user and "Users sign in." in user
     assert "# Step one" in user
     assert make_client().name == "openai:fake-model"
 
 
-def test_openai_truncates_long_dependency_guides_in_the_prompt(
-    api: FakeOpenAI, make_client
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "one-answer"])
+def test_openai_estimates_tokens_from_characters_when_the_server_sends_no_usage(
+    api: FakeOpenAI, make_client, stream: bool
 ) -> None:
+    text = "word " * 100
+    api.script([completion(text, usage=None)])
+
+    usage = make_client(stream=stream).generate(REQUEST).usage
+
+    assert usage.estimated
+    assert usage.completion_tokens == math.ceil(len(text) / 4)
+    sent = api.requests[0].json["messages"]
+    assert usage.prompt_tokens == math.ceil(sum(len(m["content"]) for m in sent) / 4)
+
+
+def test_openai_trims_dependency_guides_to_the_context_budget(api: FakeOpenAI, make_client) -> None:
     api.script([completion("ok")])
-    request = GuideRequest("Shop", "k", "T", dependencies=(Dependency("Big", "x" * 50_000),))
+    big = "x" * 50_000
+    request = GuideRequest(
+        "Shop", "k", "T", dependencies=(Dependency("A", big), Dependency("B", big))
+    )
 
     make_client().generate(request)
 
-    assert len(api.requests[0].json["messages"][1]["content"]) < 5_000
+    user = api.requests[0].json["messages"][1]["content"]
+    assert user.count("[…truncated]") == 2
+    budget_chars = prompt.CONTEXT_TOKEN_BUDGET * 4
+    assert budget_chars < len(user) < budget_chars + 1_000
 
 
 @pytest.mark.parametrize(
     "failure",
     [
         error(429, "slow down"),
-        error(500, "boom"),
-        error(503, "overloaded"),
+        error(500, "boom", **QUICK),
+        error(503, "overloaded", **QUICK),
     ],
 )
 def test_openai_retries_transient_failures_then_succeeds(
@@ -201,7 +249,7 @@ def test_openai_retries_transient_failures_then_succeeds(
 ) -> None:
     api.script([failure, failure, completion("guide")])
 
-    assert make_client(max_attempts=3).generate(REQUEST) == "guide"
+    assert make_client(max_attempts=3).generate(REQUEST).markdown == "guide"
     assert len(api.requests) == 3
 
 
@@ -218,18 +266,8 @@ def test_openai_leaves_a_429_s_retry_after_to_the_limiter(api: FakeOpenAI, make_
     assert len(api.requests) == 1
 
 
-def test_openai_backoff_grows_with_jitter_and_is_capped(make_client) -> None:
-    client = make_client(backoff_base_s=1.0, backoff_cap_s=5.0)
-
-    assert all(0.5 <= client.backoff_delay(1) <= 1.0 for _ in range(50))
-    assert all(2.0 <= client.backoff_delay(3) <= 4.0 for _ in range(50))
-    assert all(2.5 <= client.backoff_delay(10) <= 5.0 for _ in range(50))
-    assert client.backoff_delay(1, retry_after=3.0) == 3.0
-    assert client.backoff_delay(1, retry_after=120.0) == 5.0
-
-
 def test_openai_gives_up_after_max_attempts(api: FakeOpenAI, make_client) -> None:
-    api.script([error(500, "still broken")] * 5)
+    api.script([error(500, "still broken", **QUICK)] * 5)
 
     with pytest.raises(GeneratorError) as caught:
         make_client(max_attempts=3).generate(REQUEST)
@@ -267,6 +305,7 @@ def test_openai_missing_key_is_permanent_and_sends_nothing(api: FakeOpenAI, make
     assert api.requests == []
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "one-answer"])
 @pytest.mark.parametrize(
     "answer",
     [
@@ -276,12 +315,12 @@ def test_openai_missing_key_is_permanent_and_sends_nothing(api: FakeOpenAI, make
     ],
 )
 def test_openai_malformed_answer_is_retryable_error(
-    api: FakeOpenAI, make_client, answer: FakeResponse
+    api: FakeOpenAI, make_client, answer: FakeResponse, stream: bool
 ) -> None:
     api.script([answer])
 
     with pytest.raises(GeneratorError) as caught:
-        make_client().generate(REQUEST)
+        make_client(stream=stream).generate(REQUEST)
 
     assert not isinstance(caught.value, PermanentGeneratorError)
 
@@ -291,7 +330,7 @@ def test_openai_times_out_and_retries(api: FakeOpenAI, make_client) -> None:
     api.script([FakeResponse(200, "late", delay_s=5.0), completion("guide")])
 
     # When a guide is generated, it still arrives, on the second attempt
-    assert make_client(timeout_s=0.2).generate(REQUEST) == "guide"
+    assert make_client(timeout_s=0.2).generate(REQUEST).markdown == "guide"
     assert len(api.requests) == 2
 
 
@@ -309,14 +348,19 @@ def test_openai_unreachable_server_is_retryable(make_client) -> None:
         port = probe.getsockname()[1]
     client = make_client(base_url=f"http://127.0.0.1:{port}/v1", max_attempts=2)
 
-    with pytest.raises(GeneratorError, match="connection failed"):
+    with pytest.raises(GeneratorError, match="connection failed") as caught:
         client.generate(REQUEST)
+    assert not isinstance(caught.value, PermanentGeneratorError)
 
 
-def test_openai_output_is_cut_to_max_chars(api: FakeOpenAI, make_client) -> None:
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "one-answer"])
+def test_openai_output_is_cut_to_max_chars(api: FakeOpenAI, make_client, stream: bool) -> None:
     api.script([completion("y" * 500)])
+    pieces: list[str] = []
 
-    assert make_client(max_chars=100).generate(REQUEST) == "y" * 100
+    written = make_client(max_chars=100, stream=stream).generate(REQUEST, on_text=pieces.append)
+
+    assert written.markdown == "y" * 100 and "".join(pieces) == "y" * 100
 
 
 def test_openai_serves_many_threads(api: FakeOpenAI, make_client) -> None:
@@ -324,30 +368,80 @@ def test_openai_serves_many_threads(api: FakeOpenAI, make_client) -> None:
     client = make_client()
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        guides = list(pool.map(client.generate, [REQUEST] * 8))
+        guides = list(pool.map(lambda request: client.generate(request).markdown, [REQUEST] * 8))
 
     assert sorted(guides) == sorted(f"guide {n}" for n in range(8))
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "one-answer"])
 def test_openai_never_reveals_the_key(
-    api: FakeOpenAI, make_client, caplog: pytest.LogCaptureFixture
+    api: FakeOpenAI, make_client, caplog: pytest.LogCaptureFixture, stream: bool
 ) -> None:
-    # Given a server that fails, then echoes the key back in its errors
+    # Given a server that fails, then echoes the key back in its errors and its guide
     caplog.set_level(logging.DEBUG)
-    api.script([error(500, f"bad {KEY}"), error(500, f"bad {KEY}"), error(401, f"bad {KEY}")])
-    client = make_client()
+    api.script(
+        [
+            error(500, f"bad {KEY}", **QUICK),
+            error(500, f"bad {KEY}", **QUICK),
+            error(401, f"bad {KEY}"),
+        ]
+    )
+    client = make_client(stream=stream)
 
-    # When generation fails both ways
+    # When generation fails both ways, then succeeds with the key in the text
     with pytest.raises(PermanentGeneratorError) as permanent:
         client.generate(REQUEST)
-    api.script([error(500, f"bad {KEY}")] * 3)
+    api.script([error(500, f"bad {KEY}", **QUICK)] * 3)
     with pytest.raises(GeneratorError) as transient:
         client.generate(REQUEST)
+    api.script([completion(f"echo {KEY} echo")])
+    pieces: list[str] = []
+    written = client.generate(REQUEST, on_text=pieces.append)
 
-    # Then the key is in neither the logs, the messages nor the repr
-    assert caplog.records, "expected retry warnings"
-    for text in (caplog.text, str(permanent.value), str(transient.value), repr(client)):
+    # Then the key is in neither the logs, the messages, the guide nor the repr
+    assert caplog.records, "expected retry messages"
+    texts = (caplog.text, str(permanent.value), str(transient.value), repr(client))
+    for text in (*texts, written.markdown, "".join(pieces)):
         assert KEY not in text
+
+
+# --- tokens and money ----------------------------------------------------------------
+
+
+def test_offline_generator_estimates_tokens_of_the_prompt_and_the_guide() -> None:
+    written = OfflineGenerator().generate(REQUEST)
+
+    usage = written.usage
+    assert usage.estimated and usage.model == "offline"
+    assert usage.prompt_version == prompt.VERSION
+    assert usage.completion_tokens == math.ceil(len(written.markdown) / 4)
+    messages = prompt.build_messages(REQUEST)
+    assert usage.prompt_tokens == math.ceil(sum(len(m["content"]) for m in messages) / 4)
+
+
+def test_offline_generator_streams_its_guide_word_by_word_over_its_latency() -> None:
+    pieces: list[tuple[float, str]] = []
+    started = time.monotonic()
+
+    written = OfflineGenerator(latency_ms=300).generate(
+        REQUEST, on_text=lambda piece: pieces.append((time.monotonic() - started, piece))
+    )
+
+    assert "".join(piece for _, piece in pieces) == written.markdown
+    assert len(pieces) == len(written.markdown.split())
+    # Spread over the latency: the first word early, the last one at its end
+    assert pieces[0][0] < 0.15 and pieces[-1][0] >= 0.29
+    assert written.usage.latency_ms >= 290
+
+
+def test_priced_usage_costs_tokens_times_the_prices_per_million() -> None:
+    usage = Usage(model="m", prompt_tokens=2_000_000, completion_tokens=500_000)
+
+    cost = priced(usage, input_per_mtok=0.15, output_per_mtok=0.60).cost
+
+    assert cost == pytest.approx(0.30 + 0.30)
+    assert Settings().AI_PRICE_INPUT_PER_MTOK == 0.15
+    assert Settings().AI_PRICE_OUTPUT_PER_MTOK == 0.60
 
 
 # --- get_generator -------------------------------------------------------------------
@@ -378,8 +472,9 @@ def test_get_generator_openai_uses_the_settings() -> None:
 
     assert isinstance(generator, OpenAIGenerator)
     assert generator.name == "openai:m1"
-    assert generator.url == "http://api.test/v1/chat/completions"
+    assert generator.base_url == "http://api.test/v1"
     assert (generator.timeout_s, generator.max_attempts, generator.max_chars) == (3.0, 2, 99)
+    assert generator.stream and not get_generator(settings.replace(OPENAI_STREAM=False)).stream
 
 
 def test_get_generator_calls_a_dotted_factory(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -141,6 +141,7 @@
     job.finishedAt = snap.finished_at ? Date.parse(snap.finished_at) : null;
     job.currentBatch = snap.current_batch;
     job.totalBatches = snap.total_batches || 0;
+    spent(snap);
     if (snap.redis_commands) {
       text("redis-count", snap.redis_commands);
       document.getElementById("redis-commands").hidden = false;
@@ -178,9 +179,18 @@
     job.currentBatch = p.batch;
   }
 
+  // The job's AI usage, from a snapshot or the counters an outcome's event carries.
+  function spent(counters) {
+    if (!counters || counters.cost === undefined) { return; }
+    text("count-prompt-tokens", counters.prompt_tokens);
+    text("count-completion-tokens", counters.completion_tokens);
+    text("ai-cost", Number(counters.cost).toFixed(4));
+  }
+
   function applyEvent(ev) {
     var p = ev.payload || {};
     var type = ev.type;
+    spent(p.job);
     if (type === "batch_started") {
       batchStarted(p);
     } else if (type === "batch_completed") {

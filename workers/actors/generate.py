@@ -10,11 +10,12 @@ from dramatiq.middleware import CurrentMessage
 from sqlalchemy import orm
 
 from db import guides, progress, session_scope
-from settings import get_settings
+from settings import Settings, get_settings
 from workers import broker
 from workers.generators import get_generator
-from workers.generators.base import GuideRequest, PermanentGeneratorError
-from workers.middleware.progress import prepared, write_with_outcome
+from workers.generators.base import GuideRequest, PermanentGeneratorError, Usage, Written
+from workers.generators.metering import estimate_tokens, priced
+from workers.middleware.progress import prepared, spend_with_outcome, write_with_outcome
 
 _settings = get_settings()
 
@@ -44,24 +45,45 @@ def generate_hands_on(task_run_id: int, previous_guide: str | None = None) -> st
         with session_scope() as session:
             request = guides.read_request(session, task_run_id)
     request = dataclasses.replace(request, previous_guide=previous_guide)
-    markdown = generator.generate(request)[: settings.MAX_GUIDE_CHARS]
+    written = _written(generator.generate(request), generator.name)
+    markdown = written.markdown[: settings.MAX_GUIDE_CHARS]
+    usage = _priced(written.usage, settings)
     message = CurrentMessage.get_current_message()
     next_step = message is not None and message.options.get("pipe_target")
     if in_worker and not next_step:
         # Stored with the outcome. A pipeline's next step instead needs it stored now:
         # that step is sent before this outcome is recorded, and reads it.
-        write_with_outcome(_storing(task_run_id, markdown, generator.name))
+        write_with_outcome(_storing(task_run_id, markdown, generator.name, usage))
     else:
-        guides.save_guide(task_run_id, markdown, generator.name)
+        guides.save_guide(task_run_id, markdown, generator.name, usage)
+    if in_worker:
+        spend_with_outcome(usage)  # the job's totals move with the outcome, once
     return markdown if next_step else None
 
 
-def _storing(run_id: int, markdown: str, generator_name: str) -> progress.Write:
+def _written(result: Written | str, name: str) -> Written:
+    """Return a generator's result as :class:`Written` (a custom generator may return text)."""
+    if isinstance(result, Written):
+        return result
+    return Written(
+        result, Usage(model=name, completion_tokens=estimate_tokens(len(result)), estimated=True)
+    )
+
+
+def _priced(usage: Usage, settings: Settings) -> Usage:
+    return priced(
+        usage,
+        input_per_mtok=settings.AI_PRICE_INPUT_PER_MTOK,
+        output_per_mtok=settings.AI_PRICE_OUTPUT_PER_MTOK,
+    )
+
+
+def _storing(run_id: int, markdown: str, generator_name: str, usage: Usage) -> progress.Write:
     """Return the write that stores the guide in the transaction recording the outcome."""
 
     def store(session: orm.Session) -> None:
         # A run that is gone has no outcome to record either: nothing to store then.
         with contextlib.suppress(guides.RunNotFoundError):
-            guides.store_guide(session.connection(), run_id, markdown, generator_name)
+            guides.store_guide(session.connection(), run_id, markdown, generator_name, usage)
 
     return store

@@ -12,7 +12,10 @@ from workers.generators.base import (
     Generator,
     GeneratorError,
     GuideRequest,
+    OnText,
     PermanentGeneratorError,
+    Usage,
+    Written,
 )
 from workers.generators.offline import OfflineGenerator
 from workers.generators.openai import OpenAIGenerator
@@ -26,8 +29,11 @@ __all__ = [
     "GeneratorError",
     "GuideRequest",
     "OfflineGenerator",
+    "OnText",
     "OpenAIGenerator",
     "PermanentGeneratorError",
+    "Usage",
+    "Written",
     "get_generator",
 ]
 
@@ -58,6 +64,7 @@ def get_generator(settings: Settings) -> Generator:
             timeout_s=settings.OPENAI_TIMEOUT_S,
             max_attempts=settings.OPENAI_MAX_ATTEMPTS,
             max_chars=settings.MAX_GUIDE_CHARS,
+            stream=settings.OPENAI_STREAM,
         )
     if ":" in choice:
         return _load_factory(choice)(settings)

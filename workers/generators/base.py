@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Protocol
 
 import errors
-from db.guides import Dependency, GuideRequest
+from db.guides import Dependency, GuideRequest, Usage
 
 __all__ = [
     "Dependency",
     "Generator",
     "GeneratorError",
     "GuideRequest",
+    "OnText",
     "PermanentGeneratorError",
     "RateLimitedError",
+    "Usage",
+    "Written",
 ]
+
+#: Called with each piece of a guide as it is written (the pieces add up to the guide).
+OnText = Callable[[str], None]
 
 
 class GeneratorError(errors.HandsonError, RuntimeError):
@@ -38,14 +46,27 @@ class RateLimitedError(GeneratorError):
         self.retry_after_s = retry_after_s
 
 
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """A guide as a generator wrote it, with what writing it took (cost not priced yet)."""
+
+    markdown: str
+    usage: Usage
+
+
 class Generator(Protocol):
     """Writes hands-on guides; implementations must be safe to call from many threads."""
 
     #: Short name stored with each guide (``offline``, ``openai:<model>``).
     name: str
 
-    def generate(self, request: GuideRequest) -> str:
-        """Return the Markdown guide for ``request``.
+    def generate(self, request: GuideRequest, *, on_text: OnText | None = None) -> Written:
+        """Return the Markdown guide for ``request`` and its usage.
+
+        Parameters:
+          request: the task and what it builds on.
+          on_text: called with each piece of text as it is written, in order (a
+            generator that cannot stream calls it once, with the whole guide).
 
         Raises:
           GeneratorError: on a failure worth retrying.

@@ -13,7 +13,9 @@ import random
 import re
 import time
 
-from workers.generators.base import Dependency, GuideRequest
+from workers.generators import prompt
+from workers.generators.base import Dependency, GuideRequest, OnText, Usage, Written
+from workers.generators.metering import estimate_tokens
 
 #: Words too common to name a step after (split into ``_STOPWORDS``).
 _STOPWORD_TEXT = """
@@ -66,11 +68,36 @@ class OfflineGenerator:
         draw = random.Random(seed).gauss(0.0, self.jitter)
         return self.latency_ms / 1000 * math.exp(draw)
 
-    def generate(self, request: GuideRequest) -> str:
-        """Return the Markdown guide for ``request``; identical input gives identical output."""
-        if self.latency_ms:
+    def generate(self, request: GuideRequest, *, on_text: OnText | None = None) -> Written:
+        """Return the Markdown guide for ``request``; identical input gives identical output.
+
+        Its usage is estimated from characters (marked ``estimated``): the prompt the
+        OpenAI generator would send (:mod:`workers.generators.prompt`), and the guide.
+        ``on_text`` gets the guide word by word, paced over the simulated latency.
+        """
+        started = time.monotonic()
+        markdown = self.write(request)
+        latency_s = self.latency_s(request) if self.latency_ms else 0.0
+        if on_text is not None:
+            _stream(markdown, latency_s, on_text)
+        elif latency_s:
             # Stands in for the remote model's work; it waits for no other work of ours.
-            time.sleep(self.latency_s(request))
+            time.sleep(latency_s)
+        return Written(markdown, self.usage(request, markdown, time.monotonic() - started))
+
+    def usage(self, request: GuideRequest, markdown: str, elapsed_s: float) -> Usage:
+        """Return the estimated usage of writing ``markdown`` for ``request``."""
+        return Usage(
+            model=self.name,
+            prompt_tokens=estimate_tokens(prompt.prompt_chars(prompt.build_messages(request))),
+            completion_tokens=estimate_tokens(len(markdown)),
+            estimated=True,
+            latency_ms=round(elapsed_s * 1000),
+            prompt_version=prompt.VERSION,
+        )
+
+    def write(self, request: GuideRequest) -> str:
+        """Return the guide's Markdown, at once."""
         sections = [
             _heading(request),
             _goal(request),
@@ -80,6 +107,18 @@ class OfflineGenerator:
             _check(request),
         ]
         return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def _stream(markdown: str, latency_s: float, on_text: OnText) -> None:
+    """Hand ``markdown`` to ``on_text`` word by word, spread evenly over ``latency_s``."""
+    words = re.findall(r"\s*\S+", markdown) or [markdown]
+    words[-1] += markdown[len("".join(words)) :]  # trailing whitespace goes with the last
+    pause = latency_s / len(words)
+    for word in words:
+        if pause:
+            # Paces the simulated model's words; it waits for no other work of ours.
+            time.sleep(pause)
+        on_text(word)
 
 
 def _one_line(text: str) -> str:

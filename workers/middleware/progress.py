@@ -12,6 +12,7 @@ from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 import db
 import errors
 from db import precompile, progress, starts
+from db.guides import Usage
 from db.models import RunStatus
 from workers import dispatch
 
@@ -24,6 +25,9 @@ _prepared: contextvars.ContextVar[Any] = contextvars.ContextVar("handson_prepare
 _with_outcome: contextvars.ContextVar[progress.Write | None] = contextvars.ContextVar(
     "handson_with_outcome", default=None
 )
+
+
+_spent: contextvars.ContextVar[Usage | None] = contextvars.ContextVar("handson_spent", default=None)
 
 
 def prepared() -> Any:
@@ -43,12 +47,22 @@ def write_with_outcome(write: progress.Write) -> None:
     _with_outcome.set(write)
 
 
-def _forget_message() -> progress.Write | None:
-    """Drop what the finished message left for this thread; return its outcome's write."""
-    write = _with_outcome.get()
+def spend_with_outcome(usage: Usage) -> None:
+    """Have the AI usage of the message's guide added to its job's totals with its success.
+
+    Counted once, in the outcome's transaction (a message that runs twice is counted
+    once). Only while a worker handles a message of an actor with ``progress=True``.
+    """
+    _spent.set(usage)
+
+
+def _forget_message() -> tuple[progress.Write | None, Usage | None]:
+    """Drop what the finished message left for this thread; return its outcome's extras."""
+    write, spent = _with_outcome.get(), _spent.get()
     _prepared.set(None)
     _with_outcome.set(None)
-    return write
+    _spent.set(None)
+    return write, spent
 
 
 def describe(exception: BaseException) -> str:
@@ -130,12 +144,12 @@ class Progress(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        write = _forget_message()
+        write, spent = _forget_message()
         run_id = self._run_id(broker, message)
         if run_id is None:
             return
         if exception is None:
-            outcome = progress.record_outcome(run_id, RunStatus.SUCCEEDED, along=write)
+            outcome = progress.record_outcome(run_id, RunStatus.SUCCEEDED, along=write, spent=spent)
         elif message.failed:
             outcome = progress.record_outcome(run_id, RunStatus.FAILED, describe(exception))
         else:
