@@ -1,5 +1,6 @@
 """``handson budget``: the Redis commands this deployment used, and what a month costs;
-the PostgreSQL connections it uses at peak, and those open now."""
+its AI spend (recent, by model, this month, against AI_MONTHLY_BUDGET); the PostgreSQL
+connections it uses at peak, and those open now."""
 
 from __future__ import annotations
 
@@ -37,11 +38,15 @@ def _count(name: str, what: str) -> click.Option:
 def budget_command(
     settings: Settings, hours: float, cap: int | None, web: int, workers: int, schedulers: int
 ) -> None:
-    """Print Redis commands of the last hours, and PostgreSQL connections.
+    """Print Redis commands and AI spend of the last hours, and PostgreSQL connections.
 
     Redis: by process kind and by command. Counts are what each process sent (its
     redis-py connections); a host that bills the calls made inside Lua scripts too
     bills a few more per script call.
+
+    AI: tokens and cost of the jobs started in the window, by model (the guides written
+    in it), this calendar month's cost and the window's rate projected to 30 days, each
+    as a share of AI_MONTHLY_BUDGET when set (costs in the currency of AI_PRICE_*).
 
     PostgreSQL: each process kind's peak, from the settings (DATABASE_*_POOL_SIZE,
     WORKER_THREADS, WEB_CONCURRENCY) and the process counts given; then, on PostgreSQL,
@@ -56,6 +61,7 @@ def budget_command(
         raise click.BadParameter("must be more than 0", param_hint="--cap")
     open_database(settings)
     _print_redis(hours, cap)
+    _print_ai(hours, settings.AI_MONTHLY_BUDGET)
     _print_planned(settings, web=web, workers=workers, schedulers=schedulers)
     if settings.DATABASE_URL.startswith("sqlite"):
         click.echo("  (DATABASE_URL is a SQLite file: no server connections to count now.)")
@@ -78,6 +84,35 @@ def _print_redis(hours: float, cap: int) -> None:
         f"\nProjected for 30 days: {result.per_month:,.0f}"
         f" = {100 * result.share_of_cap:.1f}% of a {cap:,}-command monthly cap."
     )
+
+
+def _print_ai(hours: float, monthly_budget: float | None) -> None:
+    from db import ai_spend
+
+    spent = ai_spend.spend(hours=hours, monthly_budget=monthly_budget)
+    tokens = spent.prompt_tokens + spent.completion_tokens
+    click.echo(
+        f"\nAI spend in the last {hours:g} h: cost {spent.cost:.4f}, {tokens:,} tokens"
+        f" ({spent.prompt_tokens:,} prompt + {spent.completion_tokens:,} completion)"
+    )
+    click.echo("By model (guides written in the window):")
+    for model, row in spent.by_model.items():
+        estimated = f", {row.estimated} estimated" if row.estimated else ""
+        click.echo(
+            f"  {model:<24} {row.guides:>6,} guides {row.tokens:>12,} tokens"
+            f" {row.cost:>12.4f}{estimated}"
+        )
+    if not spent.by_model:
+        click.echo("  (none written)")
+    month = f"This month (since {spent.month_start:%Y-%m-%d}): {spent.month_cost:.4f}"
+    projected = f"Projected for 30 days at this rate: {spent.per_month:.4f}"
+    if monthly_budget:
+        month += f" = {100 * (spent.share(spent.month_cost) or 0):.1f}%"
+        projected += f" = {100 * (spent.share(spent.per_month) or 0):.1f}%"
+        budget = f" of the {monthly_budget:g} monthly AI budget."
+        click.echo(f"{month}{budget}\n{projected}{budget}")
+    else:
+        click.echo(f"{month}.\n{projected}. (AI_MONTHLY_BUDGET unset: no cap.)")
 
 
 def _print_planned(settings: Settings, **processes: int) -> None:

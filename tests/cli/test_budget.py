@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 
+import sqlalchemy as sa
 from click.testing import CliRunner
 from redis_kit import wait_until
 
 import db
 from cli import cli
-from db import connections
+from db import ai_spend, connections
+from db.models import Job, utcnow
 from settings import Settings
 
 
@@ -69,3 +73,44 @@ def test_on_postgresql_it_shows_the_connections_open_now_by_process_kind(process
     opened = output.split("PostgreSQL connections open now: ")[1]
     assert re.search(r"^  handson/worker\s+3  worker pools$", opened, re.M), opened
     assert re.search(r"the server allows \d+", opened)
+
+
+def test_it_shows_the_ai_spend_of_the_window_by_model_and_the_month_against_the_budget(
+    sqlite_url, tmp_path
+):
+    # Given a monthly AI budget and two offline jobs of a small project, one of them
+    # started two hours ago (outside a 1 h window)
+    settings = Settings(DATABASE_URL=sqlite_url, AI_MONTHLY_BUDGET=0.5, EMBEDDED_WORKER_THREADS=2)
+    project = tmp_path / "p.json"
+    tasks = [{"key": "a", "title": "A"}, {"key": "b", "title": "B", "depends_on": ["a"]}]
+    project.write_text(json.dumps({"name": "P", "tasks": tasks}))
+    run = CliRunner()
+    assert run.invoke(cli, ["import", str(project)], obj=settings).exit_code == 0
+    for _ in range(2):
+        result = run.invoke(cli, ["enqueue", "1", "--wait"], obj=settings)
+        assert result.exit_code == 0, result.output
+    db.configure(sqlite_url)
+    two_hours_ago = utcnow() - dt.timedelta(hours=2)
+    with db.session_scope() as session:
+        session.execute(sa.update(Job).where(Job.id == 1).values(created_at=two_hours_ago))
+        old, recent = (session.get(Job, n) for n in (1, 2))
+        old_cost, recent_cost = old.cost, recent.cost
+        tokens = recent.prompt_tokens + recent.completion_tokens
+    assert old_cost > 0 and recent_cost > 0
+
+    # When the budget is shown for the last hour
+    output = budget(settings, "--hours", "1")
+
+    # Then the AI section has the recent job's cost and tokens, its guides by model
+    # (estimated: the offline generator), and the month's cost as a share of the budget
+    ai = output.split("AI spend in the last 1 h: ")[1].split("\n\n")[0]
+    assert ai.startswith(f"cost {recent_cost:.4f}, {tokens:,} tokens")
+    assert re.search(
+        rf"^  offline\s+2 guides\s+{tokens:,} tokens\s+{recent_cost:.4f}, 2 estimated$", ai, re.M
+    ), ai
+    month_cost = recent_cost + (old_cost if two_hours_ago >= ai_spend.month_start(utcnow()) else 0)
+    assert f": {month_cost:.4f} = {100 * month_cost / 0.5:.1f}% of the 0.5 monthly AI budget." in ai
+    assert f"at this rate: {recent_cost * 720:.4f} = {100 * recent_cost * 720 / 0.5:.1f}%" in ai
+
+    # And without a budget it says there is no cap
+    assert "AI_MONTHLY_BUDGET unset: no cap." in budget(settings.replace(AI_MONTHLY_BUDGET=None))

@@ -1,0 +1,115 @@
+"""AI spend for ``handson budget``: tokens and cost of recent jobs, by model, this month.
+
+Totals come from the jobs' own totals (moved with each outcome, never replaced), by the
+time each job was created; the split by model comes from the guides written in the
+window, as stored now (a guide written again later counts only its latest call).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+from db.engine import session_scope
+from db.models import HandsOn, Job, utcnow
+
+#: Days a month is projected to, as for the Redis commands.
+MONTH_DAYS = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpend:
+    """The guides one model wrote in the window, and what they took."""
+
+    guides: int
+    tokens: int
+    cost: float
+    #: Guides whose tokens were estimated from characters.
+    estimated: int
+
+
+@dataclasses.dataclass(frozen=True)
+class AISpend:
+    """AI spend over a recent window and this calendar month, against the monthly budget."""
+
+    hours: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    by_model: dict[str, ModelSpend]
+    #: First moment of the calendar month (UTC) and the cost of the jobs since.
+    month_start: dt.datetime
+    month_cost: float
+    #: ``AI_MONTHLY_BUDGET``; None: no cap.
+    monthly_budget: float | None
+
+    @property
+    def per_month(self) -> float:
+        """The window's cost projected to 30 days."""
+        return self.cost * (MONTH_DAYS * 24) / self.hours
+
+    def share(self, cost: float) -> float | None:
+        """``cost`` as a fraction of the monthly budget (None without a budget)."""
+        if not self.monthly_budget:
+            return None
+        return cost / self.monthly_budget
+
+
+def month_start(now: dt.datetime) -> dt.datetime:
+    """Return the first moment of ``now``'s calendar month, in UTC."""
+    return now.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def spend(*, hours: float = 24, monthly_budget: float | None = None) -> AISpend:
+    """Sum the AI spend of the last ``hours`` (by model too) and of this month. Three queries."""
+    now = utcnow()
+    since, start = now - dt.timedelta(hours=hours), month_start(now)
+    with session_scope() as session:
+        window = session.execute(_job_totals(Job.created_at >= since)).one()
+        month = session.execute(_job_totals(Job.created_at >= start)).one()
+        by_model = _by_model(session, HandsOn.updated_at >= since)
+    return AISpend(
+        hours=hours,
+        prompt_tokens=int(window.prompt_tokens),
+        completion_tokens=int(window.completion_tokens),
+        cost=float(window.cost),
+        by_model=by_model,
+        month_start=start,
+        month_cost=float(month.cost),
+        monthly_budget=monthly_budget,
+    )
+
+
+def _job_totals(where: Any) -> sa.Select[Any]:
+    def total(column: Any, name: str) -> Any:
+        return sa.func.coalesce(sa.func.sum(column), 0).label(name)
+
+    return sa.select(
+        total(Job.prompt_tokens, "prompt_tokens"),
+        total(Job.completion_tokens, "completion_tokens"),
+        total(Job.cost, "cost"),
+    ).where(where)
+
+
+def _by_model(session: Any, where: Any) -> dict[str, ModelSpend]:
+    """Return ``{model: spend}`` of the guides matching ``where``, costliest first."""
+    model = sa.func.coalesce(HandsOn.model, "(not metered)")
+    rows = session.execute(
+        sa.select(
+            model.label("model"),
+            sa.func.count(HandsOn.id),
+            sa.func.sum(HandsOn.prompt_tokens + HandsOn.completion_tokens),
+            sa.func.sum(HandsOn.cost),
+            sa.func.sum(sa.case((HandsOn.tokens_estimated, 1), else_=0)),
+        )
+        .where(where)
+        .group_by(model)
+    ).all()
+    spends = {
+        name: ModelSpend(int(guides), int(tokens or 0), float(cost or 0), int(estimated or 0))
+        for name, guides, tokens, cost, estimated in rows
+    }
+    return dict(sorted(spends.items(), key=lambda item: (-item[1].cost, item[0])))
