@@ -79,6 +79,11 @@ class AckBatcher:
         with self._condition:
             return sum(len(ids) for ids in self._pending.values())
 
+    def waiting(self, queue_name: str) -> int:
+        """How many acks of one queue wait to be sent."""
+        with self._condition:
+            return len(self._pending.get(queue_name, ()))
+
     def take(self, queue_name: str) -> list[str]:
         """Remove and return the pending acks of one queue (to send them another way)."""
         with self._condition:

@@ -211,12 +211,14 @@ class FrugalConsumer(Consumer):
         return False
 
     def _fetch(self, count: int, *, taken: bool) -> bool:
-        # While the queue is deep, acks waiting for their batch ride along with the
-        # refill (acked before it), so the acks set stays within what it may hold. After
-        # a wait they are left to their window: the acks of a group that has just
-        # finished (whose follow-up woke this consumer) then go out together.
-        acked = [] if taken else self.broker.acks.take(self.queue_name)
+        # Acks waiting for their batch ride along (acked before the fetch) whenever the
+        # acks set would otherwise hold more than this consumer may: always on a refill
+        # of a deep queue. After a wait they are left to their window if there is room,
+        # so the acks of a group that has just finished go out together.
         count = min(count, FETCH_LIMIT)
+        waiting = self.broker.acks.waiting(self.queue_name)
+        room = self.outstanding_message_count + waiting + count <= self.limit
+        acked = [] if taken and room else self.broker.acks.take(self.queue_name)
         try:
             pairs, more = self.broker.fetch_some(self.queue_name, count, taken=taken, acks=acked)
         except redis.RedisError:

@@ -654,14 +654,14 @@ def test_a_worker_holds_no_more_than_its_threads_and_the_margin(start_in_process
     for i in range(10):
         running.actors["record"].send(f"h{i}", 0.2)
 
-    # Then it never holds more than 3, and runs them all
+    # Then it never holds more than 3 (Dramatiq's 4 would show), and runs them all
     held = []
     with redis_server.client() as client:
         while len(ends(running.log)) < 10:
             held.append(client.scard(running.acks_key()))
             assert len(held) < 600, "the messages did not all run in time"
             time.sleep(0.02)
-    assert max(held) == 3
+    assert 2 <= max(held) <= 3, held
     assert len(ends(running.log)) == 10
 
 
