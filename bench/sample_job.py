@@ -163,12 +163,17 @@ def redis_row(
             GENERATOR_LATENCY_JITTER=str(jitter),
         )
         env["PYTHONPATH"] = str(ROOT)
+        # The worker's log lines would run through the table: they go to a file.
+        log = (Path(tempfile.gettempdir()) / "bench-sample-job-worker.log").open("ab")
         worker = subprocess.Popen(
             [sys.executable, "-m", "dramatiq", "workers", "--processes", "1", "--threads", "5"],
             env=env,
             cwd=ROOT,
             start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
+        log.close()
         try:
             time.sleep(3)  # let the worker process boot before the clock starts
             return run_sample(settings, strategy)
