@@ -98,7 +98,7 @@ _OPTION_OF_FIELD = {"batch_size": "--batch-size", "max_in_flight": "--max-in-fli
 
 def submit(settings: Settings, project_id: int, choices: JobChoices) -> int:
     """Submit a job, turning bad input into usage errors; return the job id."""
-    from db import jobs
+    from db import ai_spend, jobs
     from workers import dispatch
 
     try:
@@ -109,6 +109,7 @@ def submit(settings: Settings, project_id: int, choices: JobChoices) -> int:
             max_tasks=settings.MAX_TASKS,
             strategy=choices.strategy,
             max_in_flight=choices.max_in_flight,
+            ai_cap=ai_spend.cap_of(settings),
         )
     except jobs.NotFoundError as error:
         raise click.BadParameter(str(error), param_hint="PROJECT_ID") from None

@@ -13,11 +13,93 @@ from typing import Any
 
 import sqlalchemy as sa
 
+import errors
 from db.engine import session_scope
 from db.models import HandsOn, Job, utcnow
 
 #: Days a month is projected to, as for the Redis commands.
 MONTH_DAYS = 30
+#: Tokens a guide is assumed to take before any guide has been metered (a typical
+#: hands-on guide's prompt, with dependency guides, and its answer).
+DEFAULT_GUIDE_PROMPT_TOKENS = 1_500
+DEFAULT_GUIDE_COMPLETION_TOKENS = 800
+#: Latest metered guides whose average cost estimates a new job's guides.
+RECENT_GUIDES = 200
+
+
+class BudgetExceededError(errors.ConflictError):
+    """Raised when a job's estimated AI cost would pass what is left of the monthly budget."""
+
+    code = "budget_exceeded"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cap:
+    """The monthly AI budget and the prices that estimate a guide before any is metered."""
+
+    monthly_budget: float
+    input_per_mtok: float
+    output_per_mtok: float
+
+    @property
+    def default_guide_cost(self) -> float:
+        """The assumed cost of a guide when none has been metered yet."""
+        return (
+            DEFAULT_GUIDE_PROMPT_TOKENS * self.input_per_mtok
+            + DEFAULT_GUIDE_COMPLETION_TOKENS * self.output_per_mtok
+        ) / 1e6
+
+
+def cap_of(settings: Any) -> Cap | None:
+    """Return the cap of ``settings`` (``AI_MONTHLY_BUDGET``, ``AI_PRICE_*``); None: no cap."""
+    if settings.AI_MONTHLY_BUDGET is None:
+        return None
+    return Cap(
+        settings.AI_MONTHLY_BUDGET,
+        settings.AI_PRICE_INPUT_PER_MTOK,
+        settings.AI_PRICE_OUTPUT_PER_MTOK,
+    )
+
+
+_recent = (
+    sa.select(HandsOn.cost)
+    .where(HandsOn.model.is_not(None))
+    .order_by(HandsOn.updated_at.desc())
+    .limit(RECENT_GUIDES)
+    .subquery()
+)
+#: The recent average cost of a guide, and this month's spend: one query.
+_SPEND_AND_AVERAGE = sa.select(
+    sa.select(sa.func.avg(_recent.c.cost)).scalar_subquery().label("per_guide"),
+    sa.select(sa.func.coalesce(sa.func.sum(Job.cost), 0.0))
+    .where(Job.created_at >= sa.bindparam("month_start", type_=Job.created_at.type))
+    .scalar_subquery()
+    .label("spent"),
+)
+
+
+def check_submit(connection: sa.Connection, tasks: int, cap: Cap | None) -> None:
+    """Refuse a job of ``tasks`` guides whose estimated cost would pass the budget left.
+
+    The estimate is ``tasks`` x the average cost of the latest metered guides (before
+    any: :attr:`Cap.default_guide_cost`). One query; none without a cap.
+
+    Raises:
+      BudgetExceededError: with the figures, when the estimate is more than what is left.
+    """
+    if cap is None:
+        return
+    row = connection.execute(_SPEND_AND_AVERAGE, {"month_start": month_start(utcnow())}).one()
+    per_guide = cap.default_guide_cost if row.per_guide is None else float(row.per_guide)
+    spent, estimate = float(row.spent), tasks * per_guide
+    left = cap.monthly_budget - spent
+    if estimate > left:
+        raise BudgetExceededError(
+            f"the job's estimated AI cost {estimate:.4f} ({tasks} tasks x {per_guide:.6f}"
+            f" a guide) is more than the {max(0.0, left):.4f} left of the monthly AI budget"
+            f" ({spent:.4f} of {cap.monthly_budget:g} spent this month): raise"
+            " AI_MONTHLY_BUDGET or wait for next month"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

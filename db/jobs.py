@@ -10,7 +10,7 @@ from sqlalchemy import orm
 
 import errors
 import pipelines
-from db import release, units, usage
+from db import ai_spend, release, units, usage
 from db.dispatch import DispatchSpec
 from db.engine import session_scope
 from db.models import (
@@ -51,6 +51,7 @@ def create_job(
     max_in_flight: int | None = None,
     max_retries: int | None = None,
     session: orm.Session | None = None,
+    ai_cap: ai_spend.Cap | None = None,
 ) -> CreatedJob:
     """Validate and plan a project, write its job, runs and links, and release what is ready.
 
@@ -58,17 +59,19 @@ def create_job(
     the ``batches`` strategy runs ``batch_size`` at a time. The caller sends
     ``dispatches`` after this commits. With ``session``, the job is written in that
     session's transaction (a scheduler claims a due time and writes its job in one).
+    With ``ai_cap``, a job whose estimated AI cost passes the monthly budget left is refused.
 
     Raises:
       NotFoundError: when the project does not exist.
       pipelines.PlanError: when an option or the project's graph is invalid.
+      ai_spend.BudgetExceededError: when the job would pass the monthly AI budget.
     """
     pipelines.check_batch_size(batch_size, maximum=max_batch_size)
     pipelines.check_strategy(strategy)
     cap = pipelines.check_max_in_flight(
         max_in_flight, strategy=strategy, batch_size=batch_size, maximum=max_batch_size
     )
-    options = _Options(batch_size, strategy, cap, max_retries)
+    options = _Options(batch_size, strategy, cap, max_retries, ai_cap)
     if session is None:
         with session_scope() as session:
             return _write_job(session, project_id, options, max_tasks)
@@ -81,6 +84,7 @@ class _Options:
     strategy: str
     max_in_flight: int
     max_retries: int | None
+    ai_cap: ai_spend.Cap | None = None
 
 
 # Built once: building a statement costs more Python time than running it does.
@@ -106,6 +110,7 @@ def _write_job(
     connection = session.connection()
     task_ids, nodes = _read_graph(connection, project_id)
     pipelines.validate_graph(nodes, max_tasks=max_tasks)
+    ai_spend.check_submit(connection, len(nodes), options.ai_cap)
     plan = pipelines.plan(nodes, options.strategy, options.batch_size)
 
     job_id = connection.execute(

@@ -12,7 +12,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 import errors
 import pipelines
-from db import jobs
+from db import ai_spend, jobs
 from db.engine import session_scope
 from db.models import Project, Schedule, utcnow
 
@@ -94,7 +94,14 @@ class Fired:
     dispatches: tuple[pipelines.DispatchSpec, ...] = ()
 
 
-def _fire(schedule: Schedule, now: dt.datetime, *, max_tasks: int, max_batch: int) -> Fired | None:
+def _fire(
+    schedule: Schedule,
+    now: dt.datetime,
+    *,
+    max_tasks: int,
+    max_batch: int,
+    ai_cap: ai_spend.Cap | None = None,
+) -> Fired | None:
     with session_scope() as session:
         # Claim this due time: of two schedulers, or a retry after a crash, one wins.
         claimed = session.execute(
@@ -112,8 +119,9 @@ def _fire(schedule: Schedule, now: dt.datetime, *, max_tasks: int, max_batch: in
                     max_batch_size=max_batch,
                     max_tasks=max_tasks,
                     session=session,
+                    ai_cap=ai_cap,
                 )
-        except (jobs.NotFoundError, pipelines.PlanError) as error:
+        except (jobs.NotFoundError, pipelines.PlanError, ai_spend.BudgetExceededError) as error:
             logger.error("Schedule %d could not start a job: %s", schedule.id, error)
             return Fired(schedule.id, None)
         session.execute(
@@ -122,8 +130,13 @@ def _fire(schedule: Schedule, now: dt.datetime, *, max_tasks: int, max_batch: in
         return Fired(schedule.id, created.job_id, created.dispatches)
 
 
-def fire_due(*, max_tasks: int, max_batch_size: int) -> list[Fired]:
+def fire_due(
+    *, max_tasks: int, max_batch_size: int, ai_cap: ai_spend.Cap | None = None
+) -> list[Fired]:
     """Write a job for every schedule that is due; missed due times fire once, not each.
+
+    A due time whose job would pass the monthly AI budget (``ai_cap``) starts no job: it
+    is logged, and the schedule waits for its next due time.
 
     Each fired job is committed with what to send first (``Fired.dispatches``): the
     caller sends it (``workers.dispatch.fire_schedules``).
@@ -133,7 +146,7 @@ def fire_due(*, max_tasks: int, max_batch_size: int) -> list[Fired]:
         due = list(session.scalars(sa.select(Schedule).where(Schedule.next_run_at <= now)))
     fired = []
     for schedule in due:
-        result = _fire(schedule, now, max_tasks=max_tasks, max_batch=max_batch_size)
+        result = _fire(schedule, now, max_tasks=max_tasks, max_batch=max_batch_size, ai_cap=ai_cap)
         if result is not None:
             fired.append(result)
     return fired

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 import pipelines
-from db import control, idempotency, jobs, projects
+from db import ai_spend, control, idempotency, jobs, projects
 from db import inputs as db_inputs
 from db.engine import session_scope
 from db.models import Job
@@ -79,6 +79,7 @@ def start_job(project_id: int, options: dict[str, Any]) -> int:
             max_tasks=settings.MAX_TASKS,
             strategy=strategy,
             max_in_flight=max_in_flight,
+            ai_cap=ai_spend.cap_of(settings),
         )
     except jobs.NotFoundError:
         raise ApiError(404, f"Project {project_id} does not exist.") from None

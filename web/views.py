@@ -19,7 +19,7 @@ from flask import (
 from werkzeug.exceptions import RequestEntityTooLarge
 
 import pipelines
-from db import control, idempotency, inputs, jobs, projects
+from db import ai_spend, control, idempotency, inputs, jobs, projects
 from web import download, forms, graph, queries
 from web import inputs as web_inputs
 from web.expired import check_csrf_or_recover
@@ -142,10 +142,11 @@ def _submit(project_id: int, start: idempotency.Start) -> Any:
             max_batch_size=settings.MAX_BATCH_SIZE,
             max_tasks=settings.MAX_TASKS,
             strategy=strategy,
+            ai_cap=ai_spend.cap_of(settings),
         )
     except jobs.NotFoundError:
         abort(404)
-    except (inputs.InputError, pipelines.PlanError) as error:
+    except (inputs.InputError, pipelines.PlanError, ai_spend.BudgetExceededError) as error:
         data = queries.project_data(project_id)
         if data is None:
             abort(404)
@@ -156,7 +157,7 @@ def _submit(project_id: int, start: idempotency.Start) -> Any:
             batch_size=raw,
             strategy=strategy,
             error=message[:1].upper() + message[1:],
-        ), 422
+        ), 409 if isinstance(error, ai_spend.BudgetExceededError) else 422
     start.started(job_id)
     return redirect(url_for("views.job", job_id=job_id), 303)
 

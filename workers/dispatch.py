@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import dramatiq
 
 import pipelines
-from db import control, jobs, progress, reconcile, schedules
+from db import ai_spend, control, jobs, progress, reconcile, schedules
 from pipelines import DispatchSpec
 
 logger = logging.getLogger(__name__)
@@ -55,14 +55,17 @@ def submit(
     strategy: str = pipelines.FLOW,
     max_in_flight: int | None = None,
     max_retries: int | None = None,
+    ai_cap: ai_spend.Cap | None = None,
 ) -> int:
     """Validate, plan and write a job for a project, then send what is ready at once.
 
-    Returns the job id.
+    Returns the job id. With ``ai_cap`` (``ai_spend.cap_of(settings)``), a job whose
+    estimated AI cost would pass what is left of the monthly budget is refused.
 
     Raises:
       db.jobs.NotFoundError: when the project does not exist.
       pipelines.PlanError: when the batch size or the project's dependency graph is invalid.
+      db.ai_spend.BudgetExceededError: when the job would pass the monthly AI budget.
     """
     created = jobs.create_job(
         project_id,
@@ -72,6 +75,7 @@ def submit(
         strategy=strategy,
         max_in_flight=max_in_flight,
         max_retries=max_retries,
+        ai_cap=ai_cap,
     )
     send_all(created.dispatches)
     return created.job_id
@@ -107,9 +111,11 @@ def repair(stall_timeout_s: float) -> list[reconcile.Repair]:
     return repairs
 
 
-def fire_schedules(*, max_tasks: int, max_batch_size: int) -> list[schedules.Fired]:
-    """Write the jobs of due schedules, then send what each one released."""
-    fired = schedules.fire_due(max_tasks=max_tasks, max_batch_size=max_batch_size)
+def fire_schedules(
+    *, max_tasks: int, max_batch_size: int, ai_cap: ai_spend.Cap | None = None
+) -> list[schedules.Fired]:
+    """Write the jobs of due schedules (within the monthly AI budget), then send them."""
+    fired = schedules.fire_due(max_tasks=max_tasks, max_batch_size=max_batch_size, ai_cap=ai_cap)
     for started in fired:
         if started.job_id is not None:
             logger.info("Schedule %d started job %s.", started.schedule_id, started.job_id)

@@ -21,6 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from db import ai_spend
 from settings import Settings
 from workers import dispatch
 from workers.middleware.metering import UsageFlusher
@@ -53,7 +54,9 @@ class Duties:
         if not self.active:
             return
         dispatch.fire_schedules(
-            max_tasks=self.settings.MAX_TASKS, max_batch_size=self.settings.MAX_BATCH_SIZE
+            max_tasks=self.settings.MAX_TASKS,
+            max_batch_size=self.settings.MAX_BATCH_SIZE,
+            ai_cap=ai_spend.cap_of(self.settings),
         )
 
     def reconcile(self) -> None:

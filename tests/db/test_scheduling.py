@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from workerkit import make_project
 
 import db
-from db import control, jobs, lease, retention, schedules
+from db import ai_spend, control, jobs, lease, retention, schedules
 from db.models import Event, Job, Schedule, utcnow
 
 
@@ -96,6 +96,25 @@ def test_a_due_schedule_fires_once_even_with_two_schedulers():
 
     # And firing again before the next due time starts nothing
     assert schedules.fire_due(max_tasks=100, max_batch_size=50) == []
+
+
+def test_a_due_schedule_whose_job_would_pass_the_monthly_ai_budget_starts_none(caplog):
+    # Given a due schedule of a 2-task project and a budget smaller than 2 default guides
+    project_id = make_project("a", "b")
+    schedule_id = schedules.add_schedule(project_id, "*/5 * * * *", batch_size=5, max_batch_size=50)
+    _make_due(schedule_id)
+    cap = ai_spend.Cap(monthly_budget=0.001, input_per_mtok=0.15, output_per_mtok=0.60)
+
+    # When due schedules fire under that cap
+    fired = schedules.fire_due(max_tasks=100, max_batch_size=50, ai_cap=cap)
+
+    # Then no job is written, the refusal is logged, and the schedule waits for its next time
+    assert fired == [schedules.Fired(schedule_id, None)]
+    with db.session_scope() as session:
+        assert session.scalar(sa.select(sa.func.count(Job.id))) == 0
+    assert "monthly AI budget" in caplog.text
+    (row,) = schedules.list_schedules()
+    assert row["next_run_at"] > utcnow()
 
 
 def test_bad_schedules_are_rejected_with_a_clear_message():
