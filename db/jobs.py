@@ -59,7 +59,8 @@ def create_job(
     the ``batches`` strategy runs ``batch_size`` at a time. The caller sends
     ``dispatches`` after this commits. With ``session``, the job is written in that
     session's transaction (a scheduler claims a due time and writes its job in one).
-    With ``ai_cap``, a job whose estimated AI cost passes the monthly budget left is refused.
+    With ``ai_cap``, a job whose estimated AI cost passes the monthly budget left is refused,
+    and the job stops releasing work once the month's spend reaches the budget.
 
     Raises:
       NotFoundError: when the project does not exist.
@@ -121,6 +122,7 @@ def _write_job(
             "strategy": options.strategy,
             "max_in_flight": options.max_in_flight,
             "max_retries": options.max_retries,
+            "ai_budget": None if options.ai_cap is None else options.ai_cap.monthly_budget,
             "total_tasks": len(nodes),
             "total_batches": 0,
             "current_batch": None,

@@ -199,6 +199,8 @@ class Job(Base):
     prompt_tokens: Mapped[int] = mapped_column(default=0)
     completion_tokens: Mapped[int] = mapped_column(default=0)
     cost: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    #: ``AI_MONTHLY_BUDGET`` when it was submitted: at it, the job stops releasing work.
+    ai_budget: Mapped[float | None] = mapped_column(sa.Float)
     #: Index of the batch running now (the origin's ``current_processing``).
     current_batch: Mapped[int | None]
     #: Sequence number of the job's last event; bumped under the job's row lock.

@@ -37,7 +37,7 @@ def compile_ahead() -> None:
         (counters.COUNT_IN_BATCH, {**nothing_counted, "now": now}),
         (counters.COUNT_IN_JOB, {**job_counts, "new_events": 0}),
         (release.UNLINK, {"ended": [-1]}),
-        (release.FREE_SLOTS, {"job_id": -1, "freed": 0}),
+        (release.FREE_SLOTS, {"job_id": -1, "freed": 0, "month_start": now}),
         (release.READY_RUNS, {"job_id": -1, "limit": 1}),
         (release.QUEUE_RUN, {"run_id": -1, "into_batch": -1, "at": 0, "now": now}),
         (events.RESERVE_SEQ, {"job_id": -1, "count": 0}),

@@ -153,7 +153,9 @@ def finish(
     freed = sum(1 for row in ended if row.frees_slot)
     released = release.NOTHING
     if freed or became_ready:
-        released = release.release(session, run.job_id, freed=freed, now=now)
+        spending = 0.0 if spent is None else spent.cost
+        released = release.release(session, run.job_id, freed=freed, now=now, spending=spending)
+        counts[RunStatus.CANCELLED] += released.cancelled
         new_events.extend(released.events)
 
     job = counters.count_in_job(session, run.job_id, counts, completed, released, new_events, spent)

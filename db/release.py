@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from db import events
+from db import budget, events
 from db.models import Batch, BatchStatus, Job, JobStatus, RunLink, RunStatus, TaskRun
 from pipelines import GROUP, PIPELINE, DispatchSpec
 
@@ -38,6 +38,8 @@ class Released:
     slots: int = 0
     #: Index of the last batch released (None: none was).
     last_index: int | None = None
+    #: Runs never released that the monthly AI budget cancelled (their job stopped).
+    cancelled: int = 0
 
     @property
     def batches(self) -> int:
@@ -62,12 +64,33 @@ UNLINK = (
     .values(waiting_on=TaskRun.waiting_on - _UNLINKED.c.links)
     .returning(TaskRun.id, TaskRun.waiting_on)
 )
-#: Frees the ended units' slots and locks the job's row for the release that follows.
+#: Frees the ended units' slots and locks the job's row for the release that follows;
+#: with a budget, also reads the month's AI spend (no statement more).
 FREE_SLOTS = (
     sa.update(Job)
     .where(Job.id == sa.bindparam("job_id"))
     .values(in_flight=Job.in_flight - sa.bindparam("freed"))
-    .returning(Job.status, Job.in_flight, Job.max_in_flight, Job.total_batches, Job.max_retries)
+    .returning(
+        Job.status,
+        Job.in_flight,
+        Job.max_in_flight,
+        Job.total_batches,
+        Job.max_retries,
+        Job.ai_budget,
+        sa.case((Job.ai_budget.is_(None), None), else_=budget.MONTH_SPEND).label("spent"),
+    )
+)
+#: Cancels the job's runs never released, when it stops at the monthly AI budget.
+STOP_AT_BUDGET = (
+    sa.update(TaskRun)
+    .where(TaskRun.job_id == sa.bindparam("of_job"), TaskRun.status == RunStatus.WAITING)
+    .values(
+        status=RunStatus.CANCELLED,
+        error=budget.BUDGET_REACHED,
+        finished_at=sa.bindparam("now", type_=TaskRun.finished_at.type),
+        updated_at=sa.bindparam("now", type_=TaskRun.updated_at.type),
+    )
+    .returning(TaskRun.id, TaskRun.task_id)
 )
 _ready = orm.aliased(TaskRun)
 #: The job's first ``limit`` ready units (their first run waits on nothing), in plan order.
@@ -115,24 +138,47 @@ def unlink(session: orm.Session, ended: Sequence[int]) -> bool:
     return any(row.waiting_on <= 0 for row in rows)
 
 
-def release(session: orm.Session, job_id: int, *, freed: int, now: Any) -> Released:
+def release(
+    session: orm.Session, job_id: int, *, freed: int, now: Any, spending: float = 0.0
+) -> Released:
     """Free ``freed`` slots of the job, then release its ready units while slots are free.
 
     Locks the job's row (first, for the whole transaction). The caller adds
     ``Released.slots`` to the job's ``in_flight`` and ``Released.batches`` to its
-    ``total_batches`` (:func:`record`, or the outcome's counter update), stores
-    ``Released.events``, and sends ``Released.dispatches`` after commit.
+    ``total_batches`` (:func:`record`, or the outcome's counter update), counts
+    ``Released.cancelled``, stores ``Released.events``, and sends ``Released.dispatches``
+    after commit. A job whose monthly AI budget is reached (``spending``: what the
+    caller's transaction adds to the month) releases nothing more: its waiting runs are
+    cancelled, its running ones finish.
     """
     connection = session.connection()
-    job = connection.execute(FREE_SLOTS, {"job_id": job_id, "freed": freed}).one()
+    parameters = {"job_id": job_id, "freed": freed, "month_start": budget.month_start(now)}
+    job = connection.execute(FREE_SLOTS, parameters).one()
+    if job.status != JobStatus.RUNNING:
+        return NOTHING
+    if job.ai_budget is not None and job.spent + spending >= job.ai_budget:
+        return _stop_at_budget(connection, job_id, now)
     free = job.max_in_flight - job.in_flight
-    if job.status != JobStatus.RUNNING or free <= 0:
+    if free <= 0:
         return NOTHING
     runs = connection.execute(READY_RUNS, {"job_id": job_id, "limit": free}).all()
     if not runs:
         return NOTHING
     taken = _within(runs, free)
     return _write(session, job_id, taken, job.total_batches, job.max_retries, now)
+
+
+def _stop_at_budget(connection: sa.Connection, job_id: int, now: Any) -> Released:
+    """Cancel the job's runs never released: the monthly AI budget is reached."""
+    stopped = connection.execute(STOP_AT_BUDGET, {"of_job": job_id, "now": now}).all()
+    if not stopped:
+        return NOTHING
+    cancelled = [
+        ("task_cancelled", {"run": run.id, "task": run.task_id, "error": budget.BUDGET_REACHED})
+        for run in stopped
+    ]
+    reached = ("budget_reached", {"cancelled_tasks": len(stopped)})
+    return Released(events=(reached, *cancelled), cancelled=len(stopped))
 
 
 def _within(runs: Sequence[sa.Row[Any]], free: int) -> list[list[sa.Row[Any]]]:
@@ -226,7 +272,11 @@ RECORD = (
     .values(
         in_flight=Job.in_flight + sa.bindparam("slots"),
         total_batches=Job.total_batches + sa.bindparam("batches"),
-        current_batch=sa.bindparam("last_index"),
+        current_batch=sa.func.coalesce(
+            sa.bindparam("last_index", type_=sa.Integer), Job.current_batch
+        ),
+        done_tasks=Job.done_tasks + sa.bindparam("cancelled"),
+        cancelled_tasks=Job.cancelled_tasks + sa.bindparam("cancelled"),
     )
 )
 
@@ -242,12 +292,13 @@ def record(
 
     ``first`` are events to store before the release's own (``job_started``).
     """
-    if released.batches:
+    if released.batches or released.cancelled:
         parameters = {
             "job_id": job_id,
             "slots": released.slots,
             "batches": released.batches,
             "last_index": released.last_index,
+            "cancelled": released.cancelled,
         }
         session.connection().execute(RECORD, parameters)
     if first or released.events:
