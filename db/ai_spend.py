@@ -12,6 +12,7 @@ import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 
 import errors
 from db.engine import session_scope
@@ -68,13 +69,20 @@ _recent = (
     .limit(RECENT_GUIDES)
     .subquery()
 )
+_spent = orm.aliased(Job)  # aliased: it also rides in an UPDATE of jobs (db.release)
+#: The cost of the jobs created since ``month_start`` (a bound parameter): this month's
+#: spend, as the cap at submit and the release of a running job read it.
+MONTH_SPEND = (
+    sa.select(sa.func.coalesce(sa.func.sum(_spent.cost), 0.0))
+    .where(_spent.created_at >= sa.bindparam("month_start", type_=Job.created_at.type))
+    .scalar_subquery()
+)
+#: The error a task never released gets when its job stops at the budget.
+BUDGET_REACHED = "cancelled: monthly AI budget reached"
 #: The recent average cost of a guide, and this month's spend: one query.
 _SPEND_AND_AVERAGE = sa.select(
     sa.select(sa.func.avg(_recent.c.cost)).scalar_subquery().label("per_guide"),
-    sa.select(sa.func.coalesce(sa.func.sum(Job.cost), 0.0))
-    .where(Job.created_at >= sa.bindparam("month_start", type_=Job.created_at.type))
-    .scalar_subquery()
-    .label("spent"),
+    MONTH_SPEND.label("spent"),
 )
 
 

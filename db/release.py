@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from db import budget, events
+from db import ai_spend, events
 from db.models import Batch, BatchStatus, Job, JobStatus, RunLink, RunStatus, TaskRun
 from pipelines import GROUP, PIPELINE, DispatchSpec
 
@@ -77,7 +77,7 @@ FREE_SLOTS = (
         Job.total_batches,
         Job.max_retries,
         Job.ai_budget,
-        sa.case((Job.ai_budget.is_(None), None), else_=budget.MONTH_SPEND).label("spent"),
+        sa.case((Job.ai_budget.is_(None), None), else_=ai_spend.MONTH_SPEND).label("spent"),
     )
 )
 #: Cancels the job's runs never released, when it stops at the monthly AI budget.
@@ -86,7 +86,7 @@ STOP_AT_BUDGET = (
     .where(TaskRun.job_id == sa.bindparam("of_job"), TaskRun.status == RunStatus.WAITING)
     .values(
         status=RunStatus.CANCELLED,
-        error=budget.BUDGET_REACHED,
+        error=ai_spend.BUDGET_REACHED,
         finished_at=sa.bindparam("now", type_=TaskRun.finished_at.type),
         updated_at=sa.bindparam("now", type_=TaskRun.updated_at.type),
     )
@@ -152,7 +152,7 @@ def release(
     cancelled, its running ones finish.
     """
     connection = session.connection()
-    parameters = {"job_id": job_id, "freed": freed, "month_start": budget.month_start(now)}
+    parameters = {"job_id": job_id, "freed": freed, "month_start": ai_spend.month_start(now)}
     job = connection.execute(FREE_SLOTS, parameters).one()
     if job.status != JobStatus.RUNNING:
         return NOTHING
@@ -174,7 +174,7 @@ def _stop_at_budget(connection: sa.Connection, job_id: int, now: Any) -> Release
     if not stopped:
         return NOTHING
     cancelled = [
-        ("task_cancelled", {"run": run.id, "task": run.task_id, "error": budget.BUDGET_REACHED})
+        ("task_cancelled", {"run": run.id, "task": run.task_id, "error": ai_spend.BUDGET_REACHED})
         for run in stopped
     ]
     reached = ("budget_reached", {"cancelled_tasks": len(stopped)})

@@ -12,7 +12,7 @@ from jobwatch import wait_for_job
 from workerkit import Embedded, make_project
 
 import db
-from db import ai_spend, budget
+from db import ai_spend
 from db.models import HandsOn, Job
 from workers import dispatch
 from workers.generators import OfflineGenerator
@@ -61,7 +61,7 @@ def test_a_running_job_that_reaches_the_budget_stops_releasing_work(
     assert [calls[key] for key in keys] == [1, 1, 1, 0, 0, 0]
     assert (job["succeeded_tasks"], job["cancelled_tasks"], job["status"]) == (3, 3, "partial")
     assert [run["status"] for run in job["unreleased"]] == ["cancelled"] * 3
-    assert {run["error"] for run in job["unreleased"]} == {budget.BUDGET_REACHED}
+    assert {run["error"] for run in job["unreleased"]} == {ai_spend.BUDGET_REACHED}
     reached = [e["payload"] for e in events if e["type"] == "budget_reached"]
     assert [payload["cancelled_tasks"] for payload in reached] == [3]
     assert job["in_flight"] == 0 and job["done_tasks"] == 6
