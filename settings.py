@@ -100,6 +100,11 @@ class Settings:
     AI_PRICE_OUTPUT_PER_MTOK: float = 0.60
     #: AI spend allowed per calendar month, in the currency of the prices; unset: no cap.
     AI_MONTHLY_BUDGET: float | None = None
+    #: Least time between two flushes of a running guide's new text to watchers (the job
+    #: and guide pages), per task, in milliseconds; 0: guides are not streamed.
+    GUIDE_STREAM_INTERVAL_MS: int = 250
+    #: Most text streamed per task run, in characters (the stored guide is not cut).
+    GUIDE_STREAM_MAX_CHARS: int = 20_000
     #: Largest generated guide kept, in characters (longer output is cut).
     MAX_GUIDE_CHARS: int = 60_000
     #: Largest import file or request body, in bytes.

@@ -3,6 +3,11 @@
 Sources: the in-process signal sent after every commit in this process (embedded mode,
 same-process writers) and, on PostgreSQL, ``LISTEN`` on :data:`db.notify.CHANNEL` for
 commits in other processes. Watchers block on a queue; nobody polls.
+
+Guides being written travel the same way (:mod:`db.text_stream`): the
+:data:`~db.text_stream.guide_text` signal, or ``LISTEN`` on
+:data:`db.text_stream.CHANNEL` on the same connection. The hub keeps each streaming
+run's text so far (:class:`~db.text_stream.TextSoFar`) for watchers who join mid-guide.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from db import events, notify, pool
+from db import events, notify, pool, text_stream
 from db.engine import get_engine, pool_options, session_scope
+from db.text_stream import TextDelta
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +36,9 @@ RECONNECT_DELAY_S = 1.0
 LISTENER_NAME = f"{pool.APPLICATION}/listen"
 #: Event types after which a job has no more events.
 FINAL_EVENTS = frozenset({"job_finished", "job_cancelled"})
+#: What a subscriber's queue receives: a job's newest event seq (-1: unknown), or, for a
+#: subscriber of guide text, a :class:`~db.text_stream.TextDelta`.
+Wakeup = int | TextDelta
 
 
 class EventHub:
@@ -37,27 +46,34 @@ class EventHub:
 
     On PostgreSQL one connection LISTENs for the whole process, opened by the first
     subscriber; once nobody has subscribed for ``idle_timeout_s`` it is closed (0:
-    never), and the next subscriber opens it again.
+    never), and the next subscriber opens it again. Subscribers of guide text also get
+    the job's text deltas, and :meth:`text_so_far` gives what was heard of each run.
     """
 
     def __init__(self, *, idle_timeout_s: float = 0.0) -> None:
         self._lock = threading.Lock()
-        self._subscribers: dict[int, set[queue.SimpleQueue[int]]] = collections.defaultdict(set)
+        self._subscribers: dict[int, set[queue.SimpleQueue[Any]]] = collections.defaultdict(set)
+        self._readers: dict[int, set[queue.SimpleQueue[Any]]] = collections.defaultdict(set)
+        self._texts = text_stream.TextSoFar()
         self._stop = threading.Event()
         self._listening = threading.Event()
         self._pg_thread: threading.Thread | None = None
         self._idle_s = idle_timeout_s
         self._unwatched_since = time.monotonic()
         notify.job_event.connect(self._on_local_event, weak=False)
+        text_stream.guide_text.connect(self._on_local_text, weak=False)
 
-    def subscribe(self, job_id: int) -> queue.SimpleQueue[int]:
+    def subscribe(self, job_id: int, *, text: bool = False) -> queue.SimpleQueue[Any]:
         """Return a queue that receives the job's newest seq whenever it has new events.
 
-        Once this returns, every later commit of an event of the job wakes the queue.
+        Once this returns, every later commit of an event of the job wakes the queue;
+        with ``text``, the deltas of its runs' guides being written go to it too.
         """
-        wakeups: queue.SimpleQueue[int] = queue.SimpleQueue()
+        wakeups: queue.SimpleQueue[Any] = queue.SimpleQueue()
         with self._lock:  # before the listener check: an unwatched listener retires
             self._subscribers[job_id].add(wakeups)
+            if text:
+                self._readers[job_id].add(wakeups)
         try:
             self._ensure_pg_listener()
         except BaseException:
@@ -65,10 +81,14 @@ class EventHub:
             raise
         return wakeups
 
-    def unsubscribe(self, job_id: int, wakeups: queue.SimpleQueue[int]) -> None:
+    def unsubscribe(self, job_id: int, wakeups: queue.SimpleQueue[Any]) -> None:
         """Stop sending wake-ups to ``wakeups``."""
         with self._lock:
             self._subscribers[job_id].discard(wakeups)
+            if job_id in self._readers:
+                self._readers[job_id].discard(wakeups)
+                if not self._readers[job_id]:
+                    del self._readers[job_id]
             if not self._subscribers[job_id]:
                 del self._subscribers[job_id]
             if not self._subscribers:
@@ -78,6 +98,7 @@ class EventHub:
         """Stop listening."""
         self._stop.set()
         notify.job_event.disconnect(self._on_local_event)
+        text_stream.guide_text.disconnect(self._on_local_text)
 
     def wake(self, job_id: int, seq: int) -> None:
         """Wake every subscriber of ``job_id``."""
@@ -93,8 +114,44 @@ class EventHub:
         for job_id in job_ids:
             self.wake(job_id, -1)
 
+    def hear_text(self, delta: TextDelta) -> None:
+        """Keep ``delta`` with its run's text so far and pass it to the job's text readers."""
+        with self._lock:
+            self._texts.add(delta, time.monotonic())
+            targets = list(self._readers.get(delta.job_id, ()))
+        for wakeups in targets:
+            wakeups.put(delta)
+
+    def text_so_far(self, job_id: int) -> list[TextDelta]:
+        """Return the text heard so far of each of the job's runs being written."""
+        with self._lock:
+            return self._texts.of_job(job_id, time.monotonic())
+
+    def forget_text(self, job_id: int, run_id: int | None = None) -> None:
+        """Drop what was heard of a run's guide (its outcome is known), or of the whole job."""
+        with self._lock:
+            if run_id is None:
+                self._texts.forget_job(job_id)
+            else:
+                self._texts.forget(run_id)
+
     def _on_local_event(self, _sender: Any, *, job_id: int, seq: int) -> None:
         self.wake(job_id, seq)
+
+    def _on_local_text(self, _sender: Any, *, deltas: list[TextDelta]) -> None:
+        for delta in deltas:
+            self.hear_text(delta)
+
+    def _on_note(self, channel: str, payload: str) -> None:
+        """Handle one notification of either channel; a malformed one is logged and dropped."""
+        try:
+            if channel == text_stream.CHANNEL:
+                self.hear_text(TextDelta.parse(payload))
+            else:
+                job_id, _, seq = payload.partition(":")
+                self.wake(int(job_id), int(seq))
+        except ValueError:
+            logger.warning("Ignored a malformed notification on %s.", channel)
 
     def _ensure_pg_listener(self) -> None:
         engine = get_engine()
@@ -124,7 +181,9 @@ class EventHub:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(conninfo, autocommit=True, **named) as connection:
+                    # One connection for both channels (one LISTEN connection per process).
                     connection.execute(f"LISTEN {notify.CHANNEL}")
+                    connection.execute(f"LISTEN {text_stream.CHANNEL}")
                     if self._listening.is_set():
                         self.wake_all()  # a reconnect: commits in between went unheard
                     self._listening.set()
@@ -132,8 +191,7 @@ class EventHub:
                     # retire; only this hub's memory is read, never the database.
                     while not self._stop.is_set():
                         for note in connection.notifies(timeout=self._check_s()):
-                            job_id, _, seq = note.payload.partition(":")
-                            self.wake(int(job_id), int(seq))
+                            self._on_note(note.channel, note.payload)
                         if self._retire_if_unwatched():
                             return
             except psycopg.OperationalError as error:
@@ -187,10 +245,20 @@ def close_hub() -> None:
 
 def drain(wakeups: queue.SimpleQueue[int], newest: int) -> int:
     """Take every wake-up queued so far; return the newest seq announced (-1: unknown)."""
+    return drain_with_text(wakeups, newest)[0]
+
+
+def drain_with_text(wakeups: queue.SimpleQueue[Any], newest: int) -> tuple[int, list[TextDelta]]:
+    """Take everything queued so far: the newest seq announced (-1: unknown) and the
+    text deltas, in the order they came."""
+    deltas: list[TextDelta] = []
     while not wakeups.empty():
-        seq = wakeups.get_nowait()
-        newest = -1 if -1 in (newest, seq) else max(newest, seq)
-    return newest
+        item = wakeups.get_nowait()
+        if isinstance(item, TextDelta):
+            deltas.append(item)
+        else:
+            newest = -1 if -1 in (newest, item) else max(newest, item)
+    return newest, deltas
 
 
 def _wait_beyond(wakeups: queue.SimpleQueue[int], seen: int) -> None:

@@ -6,6 +6,13 @@ job's final event. A client reconnecting with ``Last-Event-ID: <seq>`` gets the 
 after ``seq`` (no snapshot), exactly once, in order; when there is nothing left to send
 for a finished job the answer is ``204`` (which tells ``EventSource`` to stop).
 
+While a task's guide is being written, ``guide_text`` events carry it as it grows:
+``{"run_id", "stream", "offset", "text"}``, ``text`` going at character ``offset`` of
+that run's ``stream`` (a new stream per attempt). They have no ``id`` (they are not
+stored, so ``Last-Event-ID`` replay is unchanged). A stream that opens mid-guide first
+sends one per running guide with its text so far (as heard by this process), then the
+new pieces; pieces can overlap what a client has, which it skips by their offsets.
+
 Cost: a stream subscribes to the process's one :class:`db.listen.EventHub` and blocks on
 its queue. While nothing happens it makes no database query and no Redis command; every
 ``HEARTBEAT_S`` it writes a ``: keepalive`` comment (so proxies keep the connection, and
@@ -30,6 +37,7 @@ from db import jobs, listen
 from db.engine import session_scope
 from db.models import Job, JobStatus
 from db.pool import PoolExhaustedError
+from db.text_stream import TextDelta
 from web import inputs
 from web.errors import ApiError
 from web.feed import EventFeed
@@ -44,6 +52,8 @@ RETRY_MS = 2000
 READ_LIMIT = 500
 #: Headers that keep proxies from buffering or caching the stream.
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: Events that end a run's guide being written (its text so far is dropped then).
+RUN_OUTCOMES = frozenset({"task_succeeded", "task_failed", "task_skipped", "task_cancelled"})
 
 
 class Streams:
@@ -54,14 +64,14 @@ class Streams:
         #: Recent events shared by this app's streams (one read per commit, not per stream).
         self.feed = EventFeed(_read_page)
         self._lock = threading.Lock()
-        self._queues: set[queue.SimpleQueue[int]] = set()
+        self._queues: set[queue.SimpleQueue[Any]] = set()
 
-    def add(self, wakeups: queue.SimpleQueue[int]) -> None:
+    def add(self, wakeups: queue.SimpleQueue[Any]) -> None:
         """Track a stream's wake-up queue."""
         with self._lock:
             self._queues.add(wakeups)
 
-    def discard(self, wakeups: queue.SimpleQueue[int]) -> None:
+    def discard(self, wakeups: queue.SimpleQueue[Any]) -> None:
         """Forget a stream that ended."""
         with self._lock:
             self._queues.discard(wakeups)
@@ -104,6 +114,11 @@ def frame(data: dict[str, Any], *, event: str | None = None, event_id: int | Non
         lines.append(f"id: {event_id}")
     lines.append("data: " + json.dumps(data, separators=(",", ":")))
     return "\n".join(lines) + "\n\n"
+
+
+def text_frame(delta: TextDelta) -> str:
+    """Return a ``guide_text`` event (no ``id``: it is not a stored event)."""
+    return frame(delta.data(), event="guide_text")
 
 
 def _read_page(job_id: int, after_seq: int) -> list[dict[str, Any]]:
@@ -157,23 +172,36 @@ def _opening(feed: EventFeed, job_id: int, last_seen: int | None) -> Opening:
     return frames, new[-1]["seq"] if new else last_seen, over or final, len(new) == READ_LIMIT
 
 
-def _wait(wakeups: queue.SimpleQueue[int], closing: threading.Event) -> Generator[str, None, int]:
+def _wait(wakeups: queue.SimpleQueue[Any], closing: threading.Event) -> Generator[str, None, int]:
     """Block until woken, yielding a keep-alive comment every ``HEARTBEAT_S`` while idle.
 
-    Returns the newest seq announced (``-1`` when unknown, e.g. after a lost listener).
+    Guide text that comes meanwhile is passed on at once. Returns the newest seq
+    announced (``-1`` when unknown, e.g. after a lost listener).
     """
     while not closing.is_set():
         try:
-            newest = wakeups.get(timeout=HEARTBEAT_S)
+            woken = wakeups.get(timeout=HEARTBEAT_S)
         except queue.Empty:
             yield ": keepalive\n\n"
             continue
-        return listen.drain(wakeups, newest)  # one read covers every wake-up so far
+        if isinstance(woken, TextDelta):
+            yield text_frame(woken)
+            continue
+        # One read covers every wake-up so far.
+        newest, deltas = listen.drain_with_text(wakeups, woken)
+        yield from (text_frame(delta) for delta in deltas)
+        return newest
     return -1
 
 
 def _follow(
-    job_id: int, after_seq: int, wakeups: Any, registry: Streams, *, read_first: bool
+    job_id: int,
+    after_seq: int,
+    wakeups: Any,
+    registry: Streams,
+    hub: listen.EventHub,
+    *,
+    read_first: bool,
 ) -> Iterator[str]:
     """Yield the job's events after ``after_seq`` as they are committed, until its final one.
 
@@ -191,12 +219,21 @@ def _follow(
         new, over = _read(registry.feed, job_id, after_seq, newest)
         for event in new:
             after_seq = event["seq"]
+            _forget_written(hub, job_id, event)
             yield frame(event, event_id=event["seq"])
             if event["type"] in listen.FINAL_EVENTS:
                 return
         if over:
             return
         read_first = len(new) == READ_LIMIT  # more may be stored already
+
+
+def _forget_written(hub: listen.EventHub, job_id: int, event: dict[str, Any]) -> None:
+    """Drop the hub's text so far of a run whose outcome this is (of every run at the end)."""
+    if event["type"] in RUN_OUTCOMES and isinstance(event["payload"].get("run"), int):
+        hub.forget_text(job_id, event["payload"]["run"])
+    elif event["type"] in listen.FINAL_EVENTS:
+        hub.forget_text(job_id)
 
 
 @bp.get("/api/jobs/<id:job_id>/events")
@@ -212,7 +249,7 @@ def job_events(job_id: int) -> Response:
         raise ApiError(503, "This server holds as many event streams as it can; retry later.")
     hub = listen.get_hub()
     # Subscribe before the first read, so no event committed in between is missed.
-    wakeups = hub.subscribe(job_id)
+    wakeups = hub.subscribe(job_id, text=True)
     registry.add(wakeups)
     try:
         opening = _opening(registry.feed, job_id, last_seen)
@@ -258,14 +295,16 @@ def _run(
     opening: Opening,
     hub: listen.EventHub,
     registry: Streams,
-    wakeups: queue.SimpleQueue[int],
+    wakeups: queue.SimpleQueue[Any],
 ) -> Iterator[str]:
     frames, after_seq, done, more = opening
     try:
         yield f"retry: {RETRY_MS}\n\n"
         yield from frames
         if not done:
-            yield from _follow(job_id, after_seq, wakeups, registry, read_first=more)
+            # Read after subscribing: a piece heard since is both here and queued.
+            yield from (text_frame(delta) for delta in hub.text_so_far(job_id))
+            yield from _follow(job_id, after_seq, wakeups, registry, hub, read_first=more)
     except jobs.NotFoundError:
         return  # the job was deleted while watched: nothing more will come
     except PoolExhaustedError:
@@ -277,7 +316,7 @@ def _run(
 
 
 def _release(
-    job_id: int, hub: listen.EventHub, registry: Streams, wakeups: queue.SimpleQueue[int]
+    job_id: int, hub: listen.EventHub, registry: Streams, wakeups: queue.SimpleQueue[Any]
 ) -> None:
     """Forget a stream (safe to call twice)."""
     hub.unsubscribe(job_id, wakeups)

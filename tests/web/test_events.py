@@ -205,8 +205,8 @@ def test_a_stream_never_read_is_released(app, client, monkeypatch: pytest.Monkey
     live: set[object] = set()
     subscribe, unsubscribe = listen.EventHub.subscribe, listen.EventHub.unsubscribe
 
-    def counting_subscribe(hub, job_id):  # type: ignore[no-untyped-def]
-        wakeups = subscribe(hub, job_id)
+    def counting_subscribe(hub, job_id, **options):  # type: ignore[no-untyped-def]
+        wakeups = subscribe(hub, job_id, **options)
         live.add(wakeups)
         return wakeups
 

@@ -11,7 +11,7 @@ from sqlalchemy import orm
 
 from db import guides, progress, session_scope
 from settings import Settings, get_settings
-from workers import broker
+from workers import broker, streaming
 from workers.generators import get_generator
 from workers.generators.base import GuideRequest, PermanentGeneratorError, Usage, Written
 from workers.generators.metering import estimate_tokens, priced
@@ -45,7 +45,8 @@ def generate_hands_on(task_run_id: int, previous_guide: str | None = None) -> st
         with session_scope() as session:
             request = guides.read_request(session, task_run_id)
     request = dataclasses.replace(request, previous_guide=previous_guide)
-    written = _written(generator.generate(request), generator.name)
+    with streaming.guide_stream(request.job_id, task_run_id, settings) as on_text:
+        written = _written(generator.generate(request, on_text=on_text), generator.name)
     markdown = written.markdown[: settings.MAX_GUIDE_CHARS]
     usage = _priced(written.usage, settings)
     message = CurrentMessage.get_current_message()

@@ -1,0 +1,134 @@
+"""Guides streamed while they are written: told to watchers, never stored as events.
+
+Real worker threads run the offline generator (it streams word by word over its
+latency) on SQLite (the in-process signal) and PostgreSQL (NOTIFY on ``handson_text``,
+heard by the hub's LISTEN connection).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from jobwatch import wait_for_job
+from sqlalchemy import event
+from workerkit import Embedded, make_project
+
+import db
+from db import listen
+from db.models import Event, HandsOn
+from db.text_stream import TextDelta
+from workers import dispatch
+
+LATENCY_MS = 1200
+INTERVAL_MS = 200
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[dict[str, Any]]:
+    """Count the statements the engine sends (not those of :func:`wait_for_job`'s watcher)
+    and the pool checkouts (each one pings the server first) while the block runs."""
+    counts: dict[str, Any] = {"statements": collections.Counter(), "checkouts": 0}
+
+    def watcher() -> bool:
+        # It reads events as often as it is woken: timing, not a cost per task.
+        return threading.current_thread().name.endswith("(consume)")
+
+    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if not watcher():
+            counts["statements"][statement] += 1
+
+    def checkout(*_args: Any) -> None:
+        if not watcher():
+            counts["checkouts"] += 1
+
+    engine = db.get_engine()
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine.pool, "checkout", checkout)
+    try:
+        yield counts
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine.pool, "checkout", checkout)
+
+
+def run_job() -> dict[str, Any]:
+    """Run a job of two independent tasks; return what it cost and what a watcher heard."""
+    project_id = make_project("api", "docs", name="Streamed")
+    hub = listen.get_hub()
+    with counting() as counts:
+        job_id = dispatch.submit(project_id, batch_size=5, max_batch_size=50, max_tasks=100)
+        heard = hub.subscribe(job_id, text=True)  # long before the first flush
+        try:
+            job, _ = wait_for_job(job_id, timeout=60)
+        finally:
+            hub.unsubscribe(job_id, heard)
+    assert job["status"] == "succeeded"
+    deltas: dict[int, list[TextDelta]] = collections.defaultdict(list)
+    with contextlib.suppress(queue.Empty):
+        while True:
+            item = heard.get_nowait()
+            if isinstance(item, TextDelta):
+                deltas[item.run_id].append(item)
+    with db.session_scope() as session:
+        guides = dict(session.execute(sa.select(HandsOn.task_id, HandsOn.markdown)).all())
+        runs = {run["id"]: run["task_id"] for b in job["batches"] for run in b["runs"]}
+        types = session.scalars(
+            sa.select(Event.type).where(Event.job_id == job_id).order_by(Event.seq)
+        ).all()
+    return {
+        "counts": counts,
+        "deltas": deltas,
+        "guides": {run: guides[task] for run, task in runs.items()},
+        "types": list(types),
+        "text_so_far": hub.text_so_far(job_id),
+    }
+
+
+def test_a_running_guide_is_told_in_coalesced_deltas_and_never_stored(
+    database_url: str, embedded_factory: Callable[..., Embedded]
+):
+    # Given the same job run with streaming off, then on
+    embedded_factory(
+        threads=2, GENERATOR="offline", GENERATOR_LATENCY_MS=LATENCY_MS, GUIDE_STREAM_INTERVAL_MS=0
+    )
+    quiet = run_job()
+    embedded_factory(
+        threads=2,
+        GENERATOR="offline",
+        GENERATOR_LATENCY_MS=LATENCY_MS,
+        GUIDE_STREAM_INTERVAL_MS=INTERVAL_MS,
+    )
+    streamed = run_job()
+
+    # Then with streaming off nothing was heard; on, each guide came whole, in order,
+    # in a few flushes (at most one per interval, plus the tail)
+    assert quiet["deltas"] == {}
+    assert set(streamed["deltas"]) == set(streamed["guides"])
+    for run_id, deltas in streamed["deltas"].items():
+        assert "".join(d.text for d in deltas) == streamed["guides"][run_id]
+        assert [d.offset for d in deltas] == [0] + [d.end for d in deltas[:-1]]
+        assert 3 <= len(deltas) <= math.ceil(LATENCY_MS / INTERVAL_MS) + 1
+    # The hub kept each run's text so far (the whole guide once it was written)
+    assert {d.run_id: d.text for d in streamed["text_so_far"]} == streamed["guides"]
+
+    # And the job wrote the same events, none of them text
+    assert streamed["types"] == quiet["types"]
+
+    # And the only statements added are one NOTIFY per flush on PostgreSQL (each on a
+    # connection checked out for it), none on SQLite
+    added = streamed["counts"]["statements"] - quiet["counts"]["statements"]
+    assert not quiet["counts"]["statements"] - streamed["counts"]["statements"]
+    flushes = sum(len(deltas) for deltas in streamed["deltas"].values())
+    if db.get_engine().dialect.name == "postgresql":
+        assert list(added) == [next(s for s in added if "pg_notify('handson_text'" in s)]
+        assert sum(added.values()) == flushes
+        assert streamed["counts"]["checkouts"] - quiet["counts"]["checkouts"] == flushes
+    else:
+        assert not added
