@@ -84,13 +84,11 @@ class Settings:
     #: HTTP attempts per generation on 429/5xx/connection errors.
     OPENAI_MAX_ATTEMPTS: int = 4
     #: AI calls in flight at once across every worker process, in calls; 0: no limit.
-    #: A task waiting for a slot goes back to the queue (no thread waits, no attempt counted).
+    #: A task waiting for a slot is parked in the database and woken when one is given
+    #: back (no thread waits, no attempt counted, nothing re-checks on a timer).
     AI_MAX_CONCURRENT: int = 0
     #: AI requests started in any 60 s window across every worker process; 0: no limit.
     AI_REQUESTS_PER_MINUTE: int = 0
-    #: When every AI call slot is taken, a waiting task is queued again after 1 to 1.2
-    #: times this, in milliseconds (when a slot frees is not known ahead).
-    AI_LIMIT_RECHECK_MS: int = 1_000
     #: Ask for the guide as a stream of chunks (``stream_options.include_usage``); turn
     #: off for a compatible server that cannot stream.
     OPENAI_STREAM: bool = True

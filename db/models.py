@@ -377,3 +377,26 @@ class AISlot(Base):
     #: Its number among the provider's slots of this kind (0 .. limit - 1).
     n: Mapped[int]
     until: Mapped[dt.datetime]
+
+
+class AIWaiter(Base):
+    """A task message parked until a call slot of its provider frees (``db.limit_waits``).
+
+    The slot's holder hands it over when it gives the slot back, oldest waiter first:
+    nothing re-checks on a timer. ``message`` is the encoded Dramatiq message, sent
+    again as it was (a pipeline step keeps its next steps and its retry count).
+    """
+
+    __tablename__ = "ai_waiters"
+    __table_args__ = (sa.Index("ix_ai_waiters_name", "name", "id"),)
+
+    #: Increasing: the oldest waiter is the lowest.
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: The provider whose call slot it waits for.
+    name: Mapped[str] = mapped_column(sa.String(64))
+    #: The task run its message carries; one waiter per run (a duplicate is dropped).
+    run_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("task_runs.id", ondelete="CASCADE"), unique=True
+    )
+    message: Mapped[str] = mapped_column(sa.Text)
+    since: Mapped[dt.datetime]

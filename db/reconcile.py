@@ -21,6 +21,7 @@ from db import counters, dispatch, events, release
 from db.engine import session_scope
 from db.models import (
     UNFINISHED_RUN_STATES,
+    AIWaiter,
     Batch,
     BatchStatus,
     Job,
@@ -48,9 +49,17 @@ def _stalled_batches(session: orm.Session, cutoff: dt.datetime) -> list[sa.Row[A
 
     A sign of life is any run of the batch changing state (a start, a retry, an outcome)
     or the batch being sent: a pipeline between two steps shows none, but its last step
-    finished recently.
+    finished recently. A batch with a run parked for an AI call slot is alive: a holder
+    of a slot wakes it, or the backstop (``db.limit_waits.wake_lost``) does.
     """
     last_sign = sa.func.max(sa.func.coalesce(TaskRun.updated_at, _EPOCH))
+    waiting = orm.aliased(TaskRun)
+    parked = (
+        sa.select(AIWaiter.id)
+        .join(waiting, waiting.id == AIWaiter.run_id)
+        .where(waiting.batch_id == Batch.id)
+        .exists()
+    )
     unfinished = sa.func.sum(sa.case((TaskRun.status.in_(UNFINISHED_RUN_STATES), 1), else_=0))
     return list(
         session.execute(
@@ -61,6 +70,7 @@ def _stalled_batches(session: orm.Session, cutoff: dt.datetime) -> list[sa.Row[A
                 Job.status == JobStatus.RUNNING,
                 Batch.status == BatchStatus.RUNNING,
                 Batch.dispatched_at < cutoff,
+                ~parked,
             )
             .group_by(Batch.id, Batch.job_id, Batch.index, Batch.dispatches)
             .having(sa.and_(last_sign < cutoff, unfinished > 0))

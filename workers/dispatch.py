@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Iterable
 
 import dramatiq
 
 import pipelines
-from db import ai_spend, control, jobs, progress, reconcile, schedules
+from db import ai_spend, control, jobs, limit_waits, progress, reconcile, schedules
 from pipelines import DispatchSpec
 
 logger = logging.getLogger(__name__)
+
+#: Message option carrying the AI turn booked for a message (``db.limits.Ticket``).
+AI_TURN_OPTION = "ai_turn"
 
 
 def send_all(specs: Iterable[DispatchSpec]) -> int:
@@ -130,3 +134,18 @@ def follow_up(outcome: progress.Outcome) -> None:
         logger.info(
             "A job finished with status %s.", outcome.job_status, extra={"action": "finish_job"}
         )
+
+
+def wake(wakes: Iterable[limit_waits.Wake]) -> int:
+    """Send the parked messages handed an AI call slot, each with its booked turn.
+
+    After the commit that handed the slots (``db.limit_waits``). Returns the messages sent.
+    """
+    broker = dramatiq.get_broker()
+    sent = 0
+    for woken in wakes:
+        message = dramatiq.Message.decode(woken.message.encode())
+        message = message.copy(options={AI_TURN_OPTION: woken.ticket.to_option()})
+        broker.enqueue(message, delay=math.ceil(1000 * woken.delay_s) or None)
+        sent += 1
+    return sent

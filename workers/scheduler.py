@@ -21,9 +21,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from db import ai_spend
+from db import ai_spend, limit_waits
 from settings import Settings
 from workers import dispatch
+from workers.middleware.ai_limits import limits_of
 from workers.middleware.metering import UsageFlusher
 
 logger = logging.getLogger(__name__)
@@ -60,9 +61,11 @@ class Duties:
         )
 
     def reconcile(self) -> None:
-        """Re-dispatch stalled work (database only unless there is something to repair)."""
+        """Re-dispatch stalled work, wake AI waiters no holder woke (database only, unless
+        there is something to repair or wake)."""
         if self.active:
             dispatch.repair(self.settings.stall_timeout_s)
+            dispatch.wake(limit_waits.wake_lost(limits_of(self.settings)))
 
     def purge(self) -> None:
         """Delete old events and finished jobs."""

@@ -44,14 +44,13 @@ def start_workers(cluster: Cluster, api: FakeOpenAI, **limits: str) -> None:
         "GENERATOR": "openai",
         "OPENAI_BASE_URL": api.url,
         "OPENAI_API_KEY": "sk-test",
-        "AI_LIMIT_RECHECK_MS": "200",
         **limits,
     }
     for _ in range(2):
         cluster.start_worker(threads=8, **env)
 
 
-def run_job(tasks: int, chain: int = 0) -> dict:
+def run_job(tasks: int, chain: int = 0, timeout: float = 60) -> dict:
     """Run a job of ``tasks`` tasks, the last ``chain`` of them a chain (sent as a pipeline)."""
     keys = [f"task-{n}" for n in range(tasks)]
     linked = [
@@ -64,7 +63,7 @@ def run_job(tasks: int, chain: int = 0) -> dict:
     job_id = dispatch.submit(
         project_id, batch_size=tasks, max_batch_size=50, max_tasks=100, max_in_flight=tasks
     )
-    job, _ = wait_for_job(job_id, timeout=60)
+    job, _ = wait_for_job(job_id, timeout=timeout)
     return job
 
 
@@ -100,7 +99,34 @@ def test_calls_in_flight_and_per_minute_hold_across_processes(cluster: Cluster, 
     print(
         f"limits 2 at once, 30/min: server peak {api.peak_in_flight} at once, 12 requests "
         f"in {times[-1] - times[0]:.2f} s (most in 60 s: {most_in_any_minute(times)}), "
-        f"{waits} waits re-queued"
+        f"{waits} waits"
+    )
+
+
+def test_a_slot_given_back_wakes_one_waiter_at_once(cluster: Cluster, api: FakeOpenAI):
+    # Given 2 worker processes x 8 threads allowed 1 call at a time, and a re-check timer
+    # (the design this replaced, still read by an older worker) of 10 minutes
+    api.script(guides(8))
+    start_workers(cluster, api, AI_MAX_CONCURRENT="1", AI_LIMIT_RECHECK_MS="600000")
+
+    # When a job of 8 independent tasks runs, all released at once
+    job = run_job(8, timeout=30)
+
+    # Then it finishes in seconds: each waiting task was woken when the slot was given
+    # back, not after a re-check interval
+    assert_counted_exactly_once(job)
+    assert (len(api.requests), api.peak_in_flight) == (8, 1)
+    arrivals = sorted(r.at for r in api.requests)
+    hand_overs = [b - (a + ANSWER_S) for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert max(hand_overs) < 2.0
+    # And each slot given back woke exactly one task: one call and one attempt per task
+    assert attempts_of(job["id"]) == [1] * 8
+    parked = sum(cluster.log_of(p).count("waits for a call slot") for p in cluster.processes)
+    assert parked >= 4
+    print(
+        f"1 at once, 8 tasks of {ANSWER_S} s: {parked} parked, hand-over (slot given back -> "
+        f"next request) mean {1000 * sum(hand_overs) / len(hand_overs):.0f} ms, "
+        f"max {1000 * max(hand_overs):.0f} ms"
     )
 
 
