@@ -7,6 +7,7 @@ counts the requests it holds at once and when each arrived.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -117,7 +118,7 @@ def test_a_slot_given_back_wakes_one_waiter_at_once(cluster: Cluster, api: FakeO
     assert_counted_exactly_once(job)
     assert (len(api.requests), api.peak_in_flight) == (8, 1)
     arrivals = sorted(r.at for r in api.requests)
-    hand_overs = [b - (a + ANSWER_S) for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    hand_overs = [b - (a + ANSWER_S) for a, b in itertools.pairwise(arrivals)]
     assert max(hand_overs) < 2.0
     # And each slot given back woke exactly one task: one call and one attempt per task
     assert attempts_of(job["id"]) == [1] * 8
