@@ -15,6 +15,8 @@ from typing import Any
 
 import errors
 
+#: Scheduling strategies a job may use (``pipelines.STRATEGIES``; settings import nothing).
+JOB_STRATEGIES = ("flow", "batches")
 #: Folder for the embedded SQLite database and other local state.
 INSTANCE_DIR = Path(__file__).resolve().parent / "instance"
 
@@ -51,6 +53,10 @@ class Settings:
     QUEUE_NAME: str = "handson"
     #: Default number of tasks per batch.
     BATCH_SIZE: int = 5
+    #: Scheduling of a job that does not name one (API, form, CLI, recurring jobs): ``flow``
+    #: (each task as soon as its dependencies are done; the shortest jobs) or ``batches``
+    #: (each batch waits for the one before; fewest Redis commands per task).
+    JOB_STRATEGY: str = "flow"
     #: Largest batch size a job may ask for.
     MAX_BATCH_SIZE: int = 50
     #: Largest number of tasks in one project.
@@ -148,6 +154,11 @@ class Settings:
     SCHEDULER_LEASE_S: float = 30.0
     #: How often schedulers renew or try to take the lease, and fire due schedules, in seconds.
     SCHEDULER_TICK_S: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.JOB_STRATEGY not in JOB_STRATEGIES:
+            choices = ", ".join(JOB_STRATEGIES)
+            raise SettingsError(f"JOB_STRATEGY must be one of {choices}, got {self.JOB_STRATEGY!r}")
 
     @property
     def embedded(self) -> bool:

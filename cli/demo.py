@@ -23,7 +23,7 @@ def demo_command(
     settings: Settings,
     latency_ms: int,
     batch_size: int | None,
-    strategy: str,
+    strategy: str | None,
     max_in_flight: int | None,
 ) -> None:
     """Run the built-in 62-task sample project in embedded mode and sum it up.

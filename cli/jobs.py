@@ -51,7 +51,7 @@ class JobChoices:
     """How a job should run, as given on the command line (None: the default)."""
 
     batch_size: int | None = None
-    strategy: str = pipelines.FLOW
+    strategy: str | None = None
     max_in_flight: int | None = None
 
 
@@ -69,10 +69,9 @@ def job_options(command: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--strategy",
                 type=click.Choice(pipelines.STRATEGIES),
-                default=pipelines.FLOW,
-                show_default=True,
+                default=None,
                 help="flow: each task as soon as its dependencies are done;"
-                " batches: each batch waits for the one before.",
+                " batches: each batch waits for the one before [default: JOB_STRATEGY, flow].",
             ),
             click.option(
                 "--max-in-flight",
@@ -87,7 +86,9 @@ def job_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def choices_from(batch_size: int | None, strategy: str, max_in_flight: int | None) -> JobChoices:
+def choices_from(
+    batch_size: int | None, strategy: str | None, max_in_flight: int | None
+) -> JobChoices:
     """Return the :class:`JobChoices` of the options :func:`job_options` adds."""
     return JobChoices(batch_size, strategy, max_in_flight)
 
@@ -107,7 +108,7 @@ def submit(settings: Settings, project_id: int, choices: JobChoices) -> int:
             batch_size=settings.BATCH_SIZE if choices.batch_size is None else choices.batch_size,
             max_batch_size=settings.MAX_BATCH_SIZE,
             max_tasks=settings.MAX_TASKS,
-            strategy=choices.strategy,
+            strategy=choices.strategy or settings.JOB_STRATEGY,
             max_in_flight=choices.max_in_flight,
             ai_cap=ai_spend.cap_of(settings),
         )
@@ -153,7 +154,7 @@ def enqueue_command(
     settings: Settings,
     project_id: int,
     batch_size: int | None,
-    strategy: str,
+    strategy: str | None,
     max_in_flight: int | None,
     wait: bool,
 ) -> None:

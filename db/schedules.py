@@ -100,6 +100,7 @@ def _fire(
     *,
     max_tasks: int,
     max_batch: int,
+    strategy: str,
     ai_cap: ai_spend.Cap | None = None,
 ) -> Fired | None:
     with session_scope() as session:
@@ -118,6 +119,7 @@ def _fire(
                     batch_size=schedule.batch_size,
                     max_batch_size=max_batch,
                     max_tasks=max_tasks,
+                    strategy=strategy,
                     session=session,
                     ai_cap=ai_cap,
                 )
@@ -131,9 +133,15 @@ def _fire(
 
 
 def fire_due(
-    *, max_tasks: int, max_batch_size: int, ai_cap: ai_spend.Cap | None = None
+    *,
+    max_tasks: int,
+    max_batch_size: int,
+    strategy: str = pipelines.FLOW,
+    ai_cap: ai_spend.Cap | None = None,
 ) -> list[Fired]:
     """Write a job for every schedule that is due; missed due times fire once, not each.
+
+    The jobs are scheduled with ``strategy`` (the deployment's ``JOB_STRATEGY``).
 
     A due time whose job would pass the monthly AI budget (``ai_cap``) starts no job: it
     is logged, and the schedule waits for its next due time.
@@ -146,7 +154,14 @@ def fire_due(
         due = list(session.scalars(sa.select(Schedule).where(Schedule.next_run_at <= now)))
     fired = []
     for schedule in due:
-        result = _fire(schedule, now, max_tasks=max_tasks, max_batch=max_batch_size, ai_cap=ai_cap)
+        result = _fire(
+            schedule,
+            now,
+            max_tasks=max_tasks,
+            max_batch=max_batch_size,
+            strategy=strategy,
+            ai_cap=ai_cap,
+        )
         if result is not None:
             fired.append(result)
     return fired

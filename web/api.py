@@ -69,7 +69,7 @@ def start_job(project_id: int, options: dict[str, Any]) -> int:
     """
     settings = current_app.config["HANDSON"]
     batch_size = _optional(options, "batch_size", int, settings.BATCH_SIZE)
-    strategy = _optional(options, "strategy", str, pipelines.FLOW)
+    strategy = _optional(options, "strategy", str, settings.JOB_STRATEGY)
     max_in_flight = _optional(options, "max_in_flight", int, None)
     try:
         return dispatch.submit(

@@ -103,7 +103,11 @@ def project(project_id: int) -> str:
     if data is None:
         abort(404)
     return render_template(
-        "project.html", project=data, batch_size=_settings().BATCH_SIZE, error=None
+        "project.html",
+        project=data,
+        batch_size=_settings().BATCH_SIZE,
+        strategy=_settings().JOB_STRATEGY,
+        error=None,
     )
 
 
@@ -129,7 +133,7 @@ def _submit(project_id: int, start: idempotency.Start) -> Any:
     """Submit the job the form asks for, or show the form's error."""
     settings = _settings()
     raw = request.form.get("batch_size", "").strip()
-    strategy = request.form.get("strategy", pipelines.FLOW)
+    strategy = request.form.get("strategy", settings.JOB_STRATEGY)
     try:
         batch_size = settings.BATCH_SIZE
         if raw:

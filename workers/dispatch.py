@@ -116,10 +116,16 @@ def repair(stall_timeout_s: float) -> list[reconcile.Repair]:
 
 
 def fire_schedules(
-    *, max_tasks: int, max_batch_size: int, ai_cap: ai_spend.Cap | None = None
+    *,
+    max_tasks: int,
+    max_batch_size: int,
+    strategy: str = pipelines.FLOW,
+    ai_cap: ai_spend.Cap | None = None,
 ) -> list[schedules.Fired]:
     """Write the jobs of due schedules (within the monthly AI budget), then send them."""
-    fired = schedules.fire_due(max_tasks=max_tasks, max_batch_size=max_batch_size, ai_cap=ai_cap)
+    fired = schedules.fire_due(
+        max_tasks=max_tasks, max_batch_size=max_batch_size, strategy=strategy, ai_cap=ai_cap
+    )
     for started in fired:
         if started.job_id is not None:
             logger.info("Schedule %d started job %s.", started.schedule_id, started.job_id)

@@ -57,6 +57,7 @@ class Duties:
         dispatch.fire_schedules(
             max_tasks=self.settings.MAX_TASKS,
             max_batch_size=self.settings.MAX_BATCH_SIZE,
+            strategy=self.settings.JOB_STRATEGY,
             ai_cap=ai_spend.cap_of(self.settings),
         )
 
