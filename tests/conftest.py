@@ -32,6 +32,7 @@ SCRUBBED_PREFIXES = (
     "API_OPEN",
     "SECRET_KEY",
     "SESSION_COOKIE_",
+    "JOB_STRATEGY",
 )
 #: Redis database number reserved for tests; flushed before and after each test.
 REDIS_TEST_DB = 15
@@ -190,6 +191,28 @@ def database_url(request: pytest.FixtureRequest) -> str:
 def strategy(request: pytest.FixtureRequest) -> str:
     """A scheduling strategy; tests using it run once with each."""
     return request.param
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the tests marked ``both_strategies`` once with each default scheduling strategy.
+
+    Tests that name their strategy (the :func:`strategy` fixture) run once with each already.
+    """
+    marked = metafunc.definition.get_closest_marker("both_strategies")
+    if marked and "strategy" not in metafunc.fixturenames:
+        metafunc.parametrize("job_strategy", ["flow", "batches"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def job_strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``JOB_STRATEGY``, the scheduling of jobs that name none: flow, or each in turn.
+
+    Exported to the environment, so the processes a test starts and the settings the test
+    kits build (``workerkit.fast_settings``) schedule the test's jobs with it.
+    """
+    value = getattr(request, "param", "flow")
+    monkeypatch.setenv("JOB_STRATEGY", value)
+    return value
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import dramatiq
@@ -23,6 +24,8 @@ def fast_settings(database_url: str, **overrides: Any) -> Settings:
         "MIN_BACKOFF_MS": 10,
         "MAX_BACKOFF_MS": 50,
         "QUEUE_NAME": "handson-test",
+        # The test's default scheduling (conftest's ``job_strategy``), as a deployment sets it.
+        "JOB_STRATEGY": default_strategy(),
     }
     values.update(overrides)
     return Settings(**values)
@@ -60,6 +63,11 @@ def start_embedded(database_url: str, threads: int = 4, **overrides: Any) -> Emb
     )
     embedded.worker.start()
     return embedded
+
+
+def default_strategy() -> str:
+    """The scheduling of the test's jobs (conftest's ``job_strategy``, as ``JOB_STRATEGY``)."""
+    return os.environ.get("JOB_STRATEGY", "flow")
 
 
 def make_project(*tasks: dict[str, Any] | str, name: str = "Test project") -> int:

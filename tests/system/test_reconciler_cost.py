@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 from sqlalchemy import event
-from workerkit import fast_settings, make_project
+from workerkit import default_strategy, fast_settings, make_project
 
 import db
 from workers import broker as worker_setup
@@ -17,10 +18,17 @@ def redis_calls(client: redis.Redis) -> int:
     return sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info")
 
 
+@pytest.mark.both_strategies
 def test_idle_reconciler_passes_send_no_redis_command(redis_url, postgres_url):
     # Given a running job with nothing stalled, on Redis and PostgreSQL
     worker_setup.configure(fast_settings(postgres_url, REDIS_URL=redis_url))
-    dispatch.submit(make_project("a", "b"), batch_size=5, max_batch_size=50, max_tasks=10)
+    dispatch.submit(
+        make_project("a", "b"),
+        batch_size=5,
+        max_batch_size=50,
+        max_tasks=10,
+        strategy=default_strategy(),
+    )
     statements: list[str] = []
     event.listen(db.get_engine(), "before_cursor_execute", lambda *a: statements.append(a[2]))
     client = redis.Redis.from_url(redis_url)

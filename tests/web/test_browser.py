@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from webkit import LiveServer
 
 from db import jobs
@@ -34,6 +35,7 @@ def create_project(page, base_url: str, name: str, tasks: str) -> None:  # type:
     page.click("#project-form button[type=submit]")
 
 
+@pytest.mark.both_strategies
 def test_a_job_started_from_the_form_is_followed_live_to_100_percent(
     page, live_factory: Callable[..., LiveServer], sqlite_url: str
 ):
@@ -111,6 +113,7 @@ def test_a_cycle_comes_back_as_a_form_error(
     assert "No project yet" in page.inner_text("main")
 
 
+@pytest.mark.both_strategies
 def test_failed_and_skipped_tasks_show_live_with_their_errors(
     page, live_factory: Callable[..., LiveServer], sqlite_url: str
 ):
@@ -145,6 +148,7 @@ def test_failed_and_skipped_tasks_show_live_with_their_errors(
     page.screenshot(path=str(ARTIFACTS / "job-partial.png"), full_page=True)
 
 
+@pytest.mark.both_strategies
 def test_a_cancel_shows_live_with_every_unfinished_task_cancelled(
     page, live_factory: Callable[..., LiveServer], sqlite_url: str
 ):

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from jobwatch import wait_for_job
 from sse import Stream, open_stream
 from webkit import LiveServer
-from workerkit import make_project
+from workerkit import default_strategy, make_project
 
 from db import get_engine, jobs, session_scope
 from db.models import Event
@@ -31,7 +31,13 @@ TASKS = [
 
 
 def submit(project_id: int, batch_size: int = 2) -> int:
-    return dispatch.submit(project_id, batch_size=batch_size, max_batch_size=50, max_tasks=100)
+    return dispatch.submit(
+        project_id,
+        batch_size=batch_size,
+        max_batch_size=50,
+        max_tasks=100,
+        strategy=default_strategy(),
+    )
 
 
 def stored_seqs(job_id: int) -> list[int]:
@@ -45,6 +51,7 @@ def read_to_end(stream: Stream) -> list:
     return list(stream.events())
 
 
+@pytest.mark.both_strategies
 def test_a_stream_sends_a_snapshot_then_every_event_in_order_and_ends(
     live_factory: Callable[..., LiveServer], database_url: str
 ):
@@ -72,6 +79,7 @@ def test_a_stream_sends_a_snapshot_then_every_event_in_order_and_ends(
     assert any(f.json()["type"] == "task_failed" for f in events)
 
 
+@pytest.mark.both_strategies
 def test_a_reconnect_with_last_event_id_resumes_exactly_once(
     live_factory: Callable[..., LiveServer], database_url: str
 ):
@@ -245,6 +253,7 @@ def test_streams_beyond_the_cap_are_refused(
         stream.close()
 
 
+@pytest.mark.both_strategies
 def test_many_streams_of_one_job_share_each_read(
     live_factory: Callable[..., LiveServer], database_url: str
 ):

@@ -27,6 +27,7 @@ def worker_process(processes: Cluster) -> subprocess.Popen[bytes]:
     return processes.start_worker()
 
 
+@pytest.mark.both_strategies
 def test_a_job_run_by_a_worker_process_streams_every_event_and_resumes(
     live_factory: Callable[..., LiveServer], postgres_url: str, redis_url: str, worker_process
 ):

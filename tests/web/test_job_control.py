@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from jobwatch import wait_for_job
 from webkit import LiveServer, make_app
-from workerkit import make_project, start_embedded
+from workerkit import default_strategy, make_project, start_embedded
 
 from db import jobs
 from workers import dispatch
@@ -26,7 +26,13 @@ BEARER = {"Authorization": "Bearer s3cret"}
 
 
 def submit(project_id: int, batch_size: int = 5) -> int:
-    return dispatch.submit(project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000)
+    return dispatch.submit(
+        project_id,
+        batch_size=batch_size,
+        max_batch_size=50,
+        max_tasks=1000,
+        strategy=default_strategy(),
+    )
 
 
 def running_job() -> int:
@@ -80,6 +86,7 @@ def partial_job() -> dict:
 # --- API: cancel ---------------------------------------------------------------------
 
 
+@pytest.mark.both_strategies
 def test_api_cancel_ends_a_running_job_once_and_is_idempotent(client):
     # Given a running job
     job_id = running_job()
@@ -140,6 +147,7 @@ def test_api_cancel_and_retry_take_no_body_or_a_json_object_but_never_a_form(cli
 # --- API: retry ----------------------------------------------------------------------
 
 
+@pytest.mark.both_strategies
 def test_api_retry_reruns_only_the_failed_task_and_the_job_succeeds(worker_app):
     client = worker_app.test_client()
     # Given a finished partial job: its [flaky] task failed, the two others succeeded
@@ -222,6 +230,7 @@ def test_the_job_page_shows_cancel_while_running_and_the_form_cancels(client):
     assert "already ended" not in client.get(f"/jobs/{job_id}").get_data(as_text=True)
 
 
+@pytest.mark.both_strategies
 def test_the_job_page_shows_rerun_when_partial_and_the_form_reruns(worker_app):
     client = worker_app.test_client()
     # Given a partial job's page: "Rerun failed tasks" shown, "Cancel job" hidden
@@ -272,6 +281,7 @@ def status_is(status: str) -> str:
     return f"() => document.getElementById('job-status').textContent === '{status}'"
 
 
+@pytest.mark.both_strategies
 def test_cancel_job_in_the_browser_shows_cancelled_live(
     page, live_factory: Callable[..., LiveServer], sqlite_url: str
 ):
@@ -301,6 +311,7 @@ def test_cancel_job_in_the_browser_shows_cancelled_live(
     assert page.console_errors == []
 
 
+@pytest.mark.both_strategies
 def test_rerun_failed_tasks_in_the_browser_follows_the_rerun_live(
     page, live_factory: Callable[..., LiveServer], sqlite_url: str, tmp_path, monkeypatch
 ):

@@ -8,9 +8,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from webkit import LiveServer
-from workerkit import make_project
+from workerkit import default_strategy, make_project
 
 from db import events, jobs, session_scope
 from db.models import Task
@@ -110,7 +111,13 @@ def status_is(status: str) -> str:
 
 
 def submit(project_id: int, batch_size: int = 5) -> int:
-    return dispatch.submit(project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000)
+    return dispatch.submit(
+        project_id,
+        batch_size=batch_size,
+        max_batch_size=50,
+        max_tasks=1000,
+        strategy=default_strategy(),
+    )
 
 
 def test_every_chip_and_coloured_text_meets_wcag_aa_contrast(
@@ -192,6 +199,7 @@ def test_cancel_asks_first_and_keeps_focus_sensibly(
     assert page.console_errors == []
 
 
+@pytest.mark.both_strategies
 def test_counters_and_skip_wording_stay_consistent_through_a_rerun_live_and_reloaded(
     page, live_factory: Callable[..., LiveServer], sqlite_url: str, tmp_path, monkeypatch
 ):
@@ -241,6 +249,7 @@ def test_counters_and_skip_wording_stay_consistent_through_a_rerun_live_and_relo
     assert page.console_errors == []
 
 
+@pytest.mark.both_strategies
 def test_a_batch_started_that_the_page_has_not_seen_is_appended(
     page, live_factory: Callable[..., LiveServer], sqlite_url: str
 ):

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from jobwatch import wait_for_job
 from webkit import LiveServer
+from workerkit import default_strategy
 
 from db import jobs, projects, starts
 from samples import load_sample
@@ -55,7 +56,13 @@ def phone(browser: Any) -> Iterator[Any]:
 
 
 def submit(project_id: int, batch_size: int) -> int:
-    return dispatch.submit(project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000)
+    return dispatch.submit(
+        project_id,
+        batch_size=batch_size,
+        max_batch_size=50,
+        max_tasks=1000,
+        strategy=default_strategy(),
+    )
 
 
 def long_project() -> int:
@@ -125,6 +132,7 @@ def test_every_page_fits_a_phone_with_the_sample_and_with_long_unbroken_text(
     assert phone.console_errors == []
 
 
+@pytest.mark.both_strategies
 def test_a_running_job_page_fits_a_phone_while_it_moves(
     phone, live_factory: Callable[..., LiveServer], sqlite_url: str
 ):

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from fake_openai import FakeOpenAI, completion
 from jobwatch import wait_for_job
-from workerkit import Embedded, make_project
+from workerkit import Embedded, default_strategy, make_project
 
 from db import session_scope
 from db.models import TaskRun
@@ -23,6 +23,7 @@ def api() -> Iterator[FakeOpenAI]:
         yield server
 
 
+@pytest.mark.both_strategies
 def test_one_call_at_a_time_from_six_threads(
     embedded_factory: Callable[..., Embedded], api: FakeOpenAI
 ):
@@ -39,7 +40,12 @@ def test_one_call_at_a_time_from_six_threads(
     # When a job of 5 independent tasks runs, all released at once
     project_id = make_project("a", "b", "c", "d", "e")
     job_id = dispatch.submit(
-        project_id, batch_size=5, max_batch_size=50, max_tasks=100, max_in_flight=5
+        project_id,
+        batch_size=5,
+        max_batch_size=50,
+        max_tasks=100,
+        max_in_flight=5,
+        strategy=default_strategy(),
     )
     job, _ = wait_for_job(job_id, timeout=30)
 

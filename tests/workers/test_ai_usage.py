@@ -30,7 +30,11 @@ PRICES = {"AI_PRICE_INPUT_PER_MTOK": 2.5, "AI_PRICE_OUTPUT_PER_MTOK": 10.0}
 def _submit(embedded: Embedded, project_id: int) -> int:
     settings = embedded.settings
     return dispatch.submit(
-        project_id, batch_size=5, max_batch_size=settings.MAX_BATCH_SIZE, max_tasks=100
+        project_id,
+        batch_size=5,
+        max_batch_size=settings.MAX_BATCH_SIZE,
+        max_tasks=100,
+        strategy=settings.JOB_STRATEGY,
     )
 
 
@@ -64,6 +68,7 @@ def assert_totals_are_the_sum_of_the_guides(job: dict, events: list[dict]) -> li
     return guides
 
 
+@pytest.mark.both_strategies
 def test_offline_guides_record_estimated_usage_and_the_job_carries_the_totals(
     embedded_factory: Callable[..., Embedded],
 ):

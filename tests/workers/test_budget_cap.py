@@ -25,10 +25,12 @@ def _submit(embedded: Embedded, *keys: str) -> int:
         batch_size=1,
         max_batch_size=50,
         max_tasks=100,
+        strategy=embedded.settings.JOB_STRATEGY,
         ai_cap=ai_spend.cap_of(embedded.settings),
     )
 
 
+@pytest.mark.both_strategies
 def test_a_running_job_that_reaches_the_budget_stops_releasing_work(
     embedded_factory: Callable[..., Embedded], monkeypatch: pytest.MonkeyPatch
 ):

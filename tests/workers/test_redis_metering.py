@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from jobwatch import wait_for_job
 from redis_kit import CommandMeter
-from workerkit import fast_settings, make_project
+from workerkit import default_strategy, fast_settings, make_project
 
 import db
 from cli.budget import budget_command
@@ -140,6 +140,7 @@ def test_handson_budget_prints_the_window_and_the_projection(sqlite_url):
     assert "Projected for 30 days: 600 = 60.0% of a 1,000-command monthly cap." in result.output
 
 
+@pytest.mark.both_strategies
 def test_a_jobs_commands_are_attributed_to_it_on_redis(redis_url, postgres_url):
     # Given our Redis broker with the metering middleware and a worker in this process
     settings = fast_settings(postgres_url, REDIS_URL=redis_url)
@@ -151,7 +152,13 @@ def test_a_jobs_commands_are_attributed_to_it_on_redis(redis_url, postgres_url):
     try:
         # When a two-batch job runs
         project_id = make_project("a", {"key": "b", "title": "B", "depends_on": ["a"]}, "c")
-        job_id = dispatch.submit(project_id, batch_size=1, max_batch_size=5, max_tasks=10)
+        job_id = dispatch.submit(
+            project_id,
+            batch_size=1,
+            max_batch_size=5,
+            max_tasks=10,
+            strategy=default_strategy(),
+        )
         job, _ = wait_for_job(job_id, timeout=30)
         assert job["status"] == "succeeded"
     finally:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from jobwatch import wait_for_job
-from workerkit import make_project, start_embedded
+from workerkit import default_strategy, make_project, start_embedded
 
 from workers import dispatch
 
@@ -26,7 +27,13 @@ def _events_of_one_job(database_url: str) -> list[tuple[str, dict[str, Any]]]:
             {"key": "d", "title": "D", "depends_on": ["a", "x"]},
             {"key": "e", "title": "E", "depends_on": ["a"]},
         )
-        job_id = dispatch.submit(project_id, batch_size=3, max_batch_size=50, max_tasks=100)
+        job_id = dispatch.submit(
+            project_id,
+            batch_size=3,
+            max_batch_size=50,
+            max_tasks=100,
+            strategy=default_strategy(),
+        )
         job, events = wait_for_job(job_id)
     finally:
         embedded.worker.stop()
@@ -35,6 +42,7 @@ def _events_of_one_job(database_url: str) -> list[tuple[str, dict[str, Any]]]:
     return [(event["type"], event["payload"]) for event in events]
 
 
+@pytest.mark.both_strategies
 def test_one_job_records_the_same_events_on_sqlite_and_postgresql(
     sqlite_url: str, postgres_url: str
 ):
