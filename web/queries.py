@@ -10,7 +10,7 @@ from sqlalchemy import orm
 
 from db import jobs
 from db.engine import session_scope
-from db.models import HandsOn, Job, Project, Task, task_dependencies
+from db.models import HandsOn, Job, JobStatus, Project, RunStatus, Task, TaskRun, task_dependencies
 
 
 def project_data(project_id: int) -> dict[str, Any] | None:
@@ -115,6 +115,23 @@ def guide_data(task_id: int) -> dict[str, Any] | None:
             "updated_at": None if guide is None else jobs.iso(guide.updated_at),
             "usage": None if guide is None else _guide_usage(guide),
         }
+
+
+def live_run(task_id: int) -> dict[str, int] | None:
+    """Return the task's run that a running job is writing (``run_id``, ``job_id``), or None."""
+    with session_scope() as session:
+        row = session.execute(
+            sa.select(TaskRun.id, TaskRun.job_id)
+            .join(Job, Job.id == TaskRun.job_id)
+            .where(
+                TaskRun.task_id == task_id,
+                TaskRun.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]),
+                Job.status == JobStatus.RUNNING,
+            )
+            .order_by(TaskRun.id.desc())
+            .limit(1)
+        ).one_or_none()
+    return None if row is None else {"run_id": row.id, "job_id": row.job_id}
 
 
 def _guide_usage(guide: HandsOn) -> dict[str, Any]:

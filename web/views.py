@@ -225,9 +225,14 @@ def retry_job(job_id: int) -> Any:
 
 @bp.get("/tasks/<id:task_id>/guide")
 def guide(task_id: int) -> str:
-    """Show a task's guide, rendered from Markdown and sanitized."""
+    """Show a task's guide, rendered from Markdown and sanitized.
+
+    While a running job writes it, the page also shows the new text as it comes (guide.js
+    follows the job's event stream) and reloads once it is stored.
+    """
     data = queries.guide_data(task_id)
     if data is None:
         abort(404)
     html = None if data["markdown"] is None else render(data["markdown"])
-    return render_template("guide.html", guide=data, html=html)
+    live = queries.live_run(task_id)
+    return render_template("guide.html", guide=data, html=html, live=live)

@@ -6,6 +6,8 @@
 // `batch_started` for a new index) is appended, from the same <template> the server uses.
 // The "Cancel job" (after its confirm step) and "Rerun failed tasks" forms are shown by
 // the job's status, and posted in the background so the stream keeps the page live.
+// A running task's guide shows under its row as it is written (`guide_text` events, as
+// plain text: written.js), until its outcome turns the row into a link to the guide.
 (function () {
   "use strict";
   var root = document.getElementById("job");
@@ -29,6 +31,7 @@
   };
   var announced = job.status;
   var runs = {};     // run id -> {status, error, batch, row}
+  var written = {};  // run id -> its guide being written {stream, end, text, box}
   var batches = {};  // batch index -> {status, mode, total, counts, section}
 
   function text(id, value) {
@@ -333,6 +336,52 @@
     renderClock(totals.done, total);
     renderActions();
     announce(counts, finished, total);
+    renderWritten();
+  }
+
+  // --- guides being written ----------------------------------------------------------------
+
+  function writtenBox() {
+    var box = document.createElement("tr");
+    box.className = "guide-live-row";
+    var cell = document.createElement("td");
+    cell.colSpan = 4;
+    var pre = document.createElement("pre");
+    pre.className = "guide-live";
+    pre.tabIndex = 0;
+    cell.append(pre);
+    box.append(cell);
+    return box;
+  }
+
+  // Under each running task's row, its guide so far; gone once the task has an outcome.
+  function renderWritten() {
+    Object.keys(written).forEach(function (id) {
+      var w = written[id];
+      var run = runs[id];
+      if (!run || isFinal(run.status)) {
+        if (w.box) { w.box.remove(); }
+        delete written[id];
+        return;
+      }
+      if (!w.box) {
+        w.box = writtenBox();
+        w.box.dataset.writing = id;
+        w.box.querySelector("pre").setAttribute("aria-label", "Guide being written: " +
+          run.row.querySelector(".title").textContent.trim());
+      }
+      if (w.box.previousElementSibling !== run.row) { run.row.after(w.box); }
+      window.HandsonWritten.show(w.box.querySelector("pre"), w);
+    });
+  }
+
+  function addWritten(d) {
+    var run = runs[d.run_id];
+    if (run && isFinal(run.status)) { return; }  // late: its outcome is in
+    var before = written[d.run_id];
+    var w = window.HandsonWritten.add(before || null, d);
+    w.box = before ? before.box : null;
+    written[d.run_id] = w;
   }
 
   index();
@@ -382,6 +431,10 @@
       applySnapshot(JSON.parse(e.data));
       render();
       if (job.finishedAt) { finish(); }
+    });
+    source.addEventListener("guide_text", function (e) {
+      addWritten(JSON.parse(e.data));
+      renderWritten();
     });
     source.onmessage = function (e) {
       var ev = JSON.parse(e.data);
