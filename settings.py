@@ -142,6 +142,9 @@ class Settings:
     REDIS_FETCH_MARGIN: int = 3
     #: How long an ack waits to be sent with others finishing about then, in milliseconds.
     REDIS_ACK_WINDOW_MS: int = 100
+    #: Let messages a worker thread sends as it finishes a task (released tasks, a
+    #: pipeline's next step) go straight to its own process's free threads (on/off).
+    REDIS_LOCAL_HANDOFF: bool = True
     #: Monthly command cap of the Redis plan, for ``handson budget``.
     REDIS_MONTHLY_CAP: int = 500_000
     #: How often the scheduler's reconciler looks for stalled work, in seconds.

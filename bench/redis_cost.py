@@ -10,7 +10,8 @@ with the same project code (``workers`` package) in one worker process:
 (a) an idle worker over a fixed window, scaled to an hour and a month; for ours also
     with its timers shortened 180x, which shows the cost of its periodic re-arms and
     maintenance that a short window at default settings cannot catch;
-(b) the 62-task sample job at GENERATOR_LATENCY_MS 200 and 1000: billed commands per task;
+(b) the 62-task sample job at GENERATOR_LATENCY_MS 200 and 1000, on each strategy
+    (``--strategies``): billed commands per task;
 (c) the job's cost extrapolated to the origin's timing (13 batches of about 60 s);
 (d) the wake-up latency from ``send()`` to actor start while idle (p50, p99).
 
@@ -251,11 +252,10 @@ def wakeup_row(kind: str, port: int, db_url: str, samples: int) -> dict[str, Any
     }
 
 
-def job_row(kind: str, port: int, admin_url: str, latency_ms: int) -> dict[str, Any]:
-    """Bill the 62-task sample job run by one worker process (5 threads), flow strategy."""
+def job_row(kind: str, port: int, admin_url: str, latency_ms: int, strategy: str) -> dict[str, Any]:
+    """Bill the 62-task sample job run by one worker process (5 threads)."""
     import sample_job
 
-    import pipelines
     from settings import Settings
     from workers import broker as worker_setup
 
@@ -270,7 +270,7 @@ def job_row(kind: str, port: int, admin_url: str, latency_ms: int) -> dict[str, 
             worker_process(kind, env, pings.name),
             metered(port) as bill,
         ):
-            run = sample_job.run_sample(settings, pipelines.FLOW)
+            run = sample_job.run_sample(settings, strategy)
             time.sleep(0.5)  # the last acks land after the job's last event
         dramatiq_broker = worker_setup.dramatiq.get_broker()
         dramatiq_broker.close()
@@ -306,23 +306,30 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     admin_url = os.environ["TEST_DATABASE_URL"]
     results: dict[str, Any] = {"idle": {}, "job": {}, "origin_model": {}, "wakeup": {}}
     with redis_server() as port, sample_job.fresh_postgres(admin_url) as quiet_db:
-        idle = results["idle"]
-        idle["stock"] = idle_row("stock", port, quiet_db, args.idle_s)
-        # Past its first maintenance (one heartbeat timeout after boot): steady state.
-        idle["frugal"] = idle_row("frugal", port, quiet_db, args.idle_s, settle_s=62)
-        # Past its first maintenance too (one heartbeat timeout after boot, not scaled).
-        fast = idle["frugal, timers 180x faster"] = idle_row(
-            "frugal", port, quiet_db, args.idle_s, settle_s=65, options=FAST_TIMERS
-        )
-        # Its periodic costs at the default timers: the same events, 180 times rarer.
-        fast["per_hour_at_default_timers"] = fast["per_hour"] / 180
-        rates = {"stock": idle["stock"]["per_hour"] / 3600, "frugal": 4 / 60}
-        for kind in KINDS:
-            results["wakeup"][kind] = wakeup_row(kind, port, quiet_db, args.pings)
+        if not args.jobs_only:
+            idle = results["idle"]
+            if "stock" in args.kinds:
+                idle["stock"] = idle_row("stock", port, quiet_db, args.idle_s)
+            if "frugal" in args.kinds:
+                # Past its first maintenance (one heartbeat timeout after boot): steady state.
+                idle["frugal"] = idle_row("frugal", port, quiet_db, args.idle_s, settle_s=62)
+                # Past its first maintenance too (one heartbeat timeout after boot, not scaled).
+                fast = idle["frugal, timers 180x faster"] = idle_row(
+                    "frugal", port, quiet_db, args.idle_s, settle_s=65, options=FAST_TIMERS
+                )
+                # Its periodic costs at the default timers: the same events, 180 times rarer.
+                fast["per_hour_at_default_timers"] = fast["per_hour"] / 180
+        stock_rate = results["idle"].get("stock", {}).get("per_hour", 3600) / 3600
+        rates = {"stock": stock_rate, "frugal": 4 / 60}
+        for kind in args.kinds:
+            if not args.jobs_only:
+                results["wakeup"][kind] = wakeup_row(kind, port, quiet_db, args.pings)
             jobs = results["job"][kind] = {
-                ms: job_row(kind, port, admin_url, ms) for ms in args.latencies
+                (strategy, ms): job_row(kind, port, admin_url, ms, strategy)
+                for strategy in args.strategies
+                for ms in args.latencies
             }
-            slowest = jobs[max(jobs)]
+            slowest = jobs[(args.strategies[0], max(args.latencies))]
             results["origin_model"][kind] = origin_model(slowest, rates[kind])
     return results
 
@@ -341,15 +348,15 @@ def print_table(results: dict[str, Any]) -> None:
             print(f"{label:<28} {'':>9} {'':>7} {hourly:>10.1f} {hourly * 720:>11.0f}")
     print("\n(b) 62-task sample job, one worker process, 5 threads")
     print(
-        f"{'broker':<8} {'latency':>8} {'status':<10} {'billed':>7} {'top':>6} {'lua':>6}"
-        f" {'per task':>9} {'wall s':>7} {'ideal s':>8} {'overhead':>9}"
+        f"{'broker':<8} {'strategy':<9} {'latency':>8} {'status':<10} {'billed':>7}"
+        f" {'top':>6} {'lua':>6} {'per task':>9} {'wall s':>7} {'ideal s':>8} {'overhead':>9}"
     )
     for kind, rows in results["job"].items():
-        for ms, r in rows.items():
+        for (strategy, ms), r in rows.items():
             print(
-                f"{kind:<8} {ms:>6}ms {r['status']:<10} {r['billed']:>7} {r['top_level']:>6}"
-                f" {r['lua_inner']:>6} {r['per_task']:>9.2f} {r['wall_s']:>7.2f}"
-                f" {r['ideal_s']:>8.2f} {r['overhead_pct']:>8.1f}%"
+                f"{kind:<8} {strategy:<9} {ms:>6}ms {r['status']:<10} {r['billed']:>7}"
+                f" {r['top_level']:>6} {r['lua_inner']:>6} {r['per_task']:>9.2f}"
+                f" {r['wall_s']:>7.2f} {r['ideal_s']:>8.2f} {r['overhead_pct']:>8.1f}%"
             )
     print("\n(c) the sample job at the origin's timing (13 batches x 60 s), extrapolated")
     for kind, r in results["origin_model"].items():
@@ -364,6 +371,13 @@ def main() -> None:
     parser.add_argument("--idle-s", type=float, default=60.0, help="idle window, seconds")
     parser.add_argument("--pings", type=int, default=50, help="wake-up latency samples")
     parser.add_argument("--latencies", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument(
+        "--strategies", nargs="+", choices=["flow", "batches"], default=["flow", "batches"]
+    )
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument(
+        "--jobs-only", action="store_true", help="only the sample job rows (b, c), no idle rows"
+    )
     parser.add_argument("--worker", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--ping-log", help=argparse.SUPPRESS)
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
@@ -376,6 +390,10 @@ def main() -> None:
     print_table(results)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
+    results["job"] = {
+        kind: {f"{strategy} {ms}ms": row for (strategy, ms), row in rows.items()}
+        for kind, rows in results["job"].items()
+    }
     (out / "redis_cost.json").write_text(json.dumps(results, indent=2, default=str))
 
 

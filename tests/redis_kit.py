@@ -8,6 +8,7 @@ variables, so the same actors run in separate worker processes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware, Pipelines
 
 from workers.redis_broker import FRUGAL_OPTIONS, FrugalRedisBroker
 
@@ -66,8 +68,14 @@ def declare_actors(broker: dramatiq.Broker, log_path: str) -> dict[str, dramatiq
             raise RuntimeError(f"attempt {attempts} of {token} fails on purpose")
         write("end", token)
 
+    def fan_out(token: str, count: int, seconds: float = 0.0) -> None:
+        write("start", token)
+        write("end", token)
+
+    broker.add_middleware(_FanOut(), before=Pipelines)
     return {
         "record": dramatiq.actor(record, broker=broker, queue_name="kit-a", max_retries=0),
+        "fan_out": dramatiq.actor(fan_out, broker=broker, queue_name="kit-a", max_retries=0),
         "record_b": dramatiq.actor(
             record, actor_name="record_b", broker=broker, queue_name="kit-b", max_retries=0
         ),
@@ -75,6 +83,22 @@ def declare_actors(broker: dramatiq.Broker, log_path: str) -> dict[str, dramatiq
             flaky, broker=broker, queue_name="kit-a", min_backoff=300, max_backoff=5_000
         ),
     }
+
+
+class _FanOut(Middleware):
+    """After a ``fan_out(token, count, seconds)`` message ran, sends ``count`` ``record``
+    messages as one batched group from the worker thread's after-hooks, as the Progress
+    middleware's follow-up releases tasks."""
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        if message.actor_name != "fan_out" or exception is not None:
+            return
+        token, count, seconds = (*message.args, 0.0)[:3]
+        record = broker.get_actor("record")
+        batched = getattr(broker, "batched_enqueues", contextlib.nullcontext)
+        with batched():
+            for i in range(count):
+                record.send(f"{token}-{i}", seconds)
 
 
 def read_log(log_path: str | Path) -> list[dict[str, Any]]:

@@ -14,6 +14,9 @@ producers and consumers can share queues with it), fewer billed commands:
 - dead workers' messages are requeued by a timed maintenance script
   (``workers/lua/maintenance.lua``) instead of on 0.1% of all calls: every heartbeat
   timeout while any worker holds messages, hourly when all are idle;
+- messages a worker thread sends from its after-hooks (a pipeline's next step, the
+  tasks an outcome releases) are claimed by its own process when it has free threads:
+  written straight into its acks set, no push, wake-up or fetch (:mod:`workers.redis_handoff`);
 - redis-py's ``CLIENT SETINFO``/``MAINT_NOTIFICATIONS`` on each new connection are off.
 
 Every command the broker's connections send is counted in memory by
@@ -48,6 +51,7 @@ except ImportError:  # redis-py < 7 has no maintenance notifications
 from workers import redis_meter
 from workers.redis_acks import AckBatcher, ack_batch
 from workers.redis_consumer import FrugalConsumer
+from workers.redis_handoff import HandoffMiddleware, LocalHandoff
 from workers.redis_heartbeat import Heartbeat
 
 #: Longest time a blocked connection whose peer vanished silently (no FIN, no RST) goes
@@ -74,6 +78,7 @@ FRUGAL_OPTIONS = (
     "maintenance_interval",
     "fetch_margin",
     "ack_window",
+    "local_handoff",
 )
 
 _LUA = Path(__file__).resolve().parent / "lua"
@@ -111,6 +116,8 @@ class FrugalRedisBroker(RedisBroker):
         every heartbeat timeout).
       fetch_margin(int): Messages a process may hold beyond one per worker thread.
       ack_window(int): How long an ack waits to be sent with others, in milliseconds.
+      local_handoff(bool): Let a worker thread's sends from its after-hooks go straight
+        to this process's free threads (:mod:`workers.redis_handoff`).
       **kwargs: As for :class:`RedisBroker` (``namespace``, ``heartbeat_timeout``,
         ``dead_message_ttl``, ``client``, connection parameters).
     """
@@ -124,6 +131,7 @@ class FrugalRedisBroker(RedisBroker):
         maintenance_interval: int = DEFAULT_MAINTENANCE_INTERVAL,
         fetch_margin: int = DEFAULT_FETCH_MARGIN,
         ack_window: int = DEFAULT_ACK_WINDOW,
+        local_handoff: bool = True,
         maintenance_chance: int = DEFAULT_MAINTENANCE_CHANCE,
         heartbeat_timeout: int = DEFAULT_HEARTBEAT_TIMEOUT,
         dead_message_ttl: int = DEFAULT_DEAD_MESSAGE_TTL,
@@ -150,6 +158,9 @@ class FrugalRedisBroker(RedisBroker):
         #: Set when a worker starts shutting down: consumers then stop waiting long.
         self.stopping = threading.Event()
         self.add_middleware(_ShutdownNotice())
+        self.handoff = LocalHandoff(enabled=local_handoff)
+        # After Pipelines (and Progress, placed before it): its after-hooks run first.
+        self.add_middleware(HandoffMiddleware(self.handoff))
         self.wait_timeout = wait_timeout
         self.safety_interval = safety_interval
         self.maintenance_interval = maintenance_interval
@@ -227,12 +238,25 @@ class FrugalRedisBroker(RedisBroker):
             by_queue.setdefault(queue_name, {})[message_id] = data
         if not by_queue:
             return
-        with self.client.pipeline(transaction=False) as pipe:
-            for queue_name, batch in by_queue.items():
-                key = self.key(queue_name)
-                pipe.hset(f"{key}.msgs", mapping=batch)
-                pipe.rpush(key, *batch)
-            pipe.execute()
+        counts = {queue_name: len(batch) for queue_name, batch in by_queue.items()}
+        with self.handoff.claiming(counts) as claims:
+            with self.client.pipeline(transaction=False) as pipe:
+                for queue_name, batch in by_queue.items():
+                    key, ids = self.key(queue_name), list(batch)
+                    local, rest = ids[: claims.get(queue_name, 0)], ids[claims.get(queue_name, 0) :]
+                    # Data first: a claimed id in the acks set always has its data.
+                    pipe.hset(f"{key}.msgs", mapping=batch)
+                    if local:
+                        pipe.sadd(self.acks_key(queue_name), *local)
+                    if rest:
+                        pipe.rpush(key, *rest)
+                pipe.execute()
+            for queue_name, count in claims.items():
+                batch = by_queue[queue_name]
+                local = list(batch)[:count]
+                self.heartbeat.hold(local)
+                pairs = [(redis_id, batch[redis_id]) for redis_id in local]
+                self.handoff.deliver(queue_name, pairs, pushed_rest=len(batch) > count)
 
     def do_ack(self, queue_name: str, message_id: str) -> None:
         """Acknowledge one message now: HDEL its data, then SREM it (see :mod:`workers.redis_acks`).
@@ -285,6 +309,10 @@ class FrugalRedisBroker(RedisBroker):
         while self.client.lmove(self.taken_key(queue_name), self.key(queue_name), "LEFT", "RIGHT"):
             moved += 1
         return moved
+
+    def give_back_taken(self, queue_name: str) -> None:
+        """Move the id a wait took back to the head of the queue (one command)."""
+        self.client.lmove(self.taken_key(queue_name), self.key(queue_name), "LEFT", "LEFT")
 
     def maintain(
         self, queue_name: str, *queue_names: str, sweep: bool = True

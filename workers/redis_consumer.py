@@ -87,10 +87,14 @@ class FrugalConsumer(Consumer):
         )
         self._canonical = not queue_name.endswith(".DQ")
         self._next_maintenance = time.monotonic() + broker.heartbeat_timeout / 1000 + 1
+        self._closed = False
+        self._reserved = 0  # messages being handed over to this consumer right now
+        if self._canonical:
+            broker.handoff.register(self)
 
     @property
     def outstanding_message_count(self) -> int:
-        return len(self.queued_message_ids) + len(self.message_cache)
+        return len(self.queued_message_ids) + len(self.message_cache) + self._reserved
 
     @property
     def runnable(self) -> int:
@@ -111,10 +115,12 @@ class FrugalConsumer(Consumer):
     def ack(self, message: MessageProxy) -> None:
         """Acknowledge a processed message: sent with the acks finishing about now."""
         self.broker.acks.add(self.queue_name, message.options["redis_message_id"])
+        self.broker.handoff.finished()
         self._forget(message)
 
     def nack(self, message: MessageProxy) -> None:
         """Move a failed message to the dead-letter queue (Dramatiq's own script)."""
+        self.broker.handoff.finished()
         self._settle(self.broker.do_nack, message)
 
     def _settle(self, operation: Callable[[str, str], Any], message: MessageProxy) -> None:
@@ -151,7 +157,11 @@ class FrugalConsumer(Consumer):
                 return None
 
     def close(self) -> None:
-        """Stop waiting, and give back messages fetched but never handed out."""
+        """Stop waiting, and give back messages fetched (or handed over) but never handed out."""
+        with self.broker.handoff.lock:
+            # From now on nothing is handed over to this consumer: its cache is final.
+            self._closed = True
+            self.broker.handoff.unregister(self)
         self._waiter.close()
         try:
             self.broker.return_taken(self.queue_name)
@@ -172,6 +182,40 @@ class FrugalConsumer(Consumer):
                 self.logger.warning("Could not requeue %d messages; others will.", len(ids))
         for redis_id in ids:
             self.broker.heartbeat.release(redis_id)
+
+    def reserve_handoff(self, wanted: int, *, finishing: bool) -> int:
+        """Reserve room for up to ``wanted`` messages a finishing worker thread sends;
+        return how many (:meth:`take_handed` or :meth:`cancel_handoff` follows).
+
+        The room is this consumer's free threads, counting the calling thread when it
+        finishes a message of this queue (it is about to ack it); none while closing or
+        shutting down. Reserved room counts as held, so a wait's wake-up meanwhile does
+        not fetch for the same threads.
+        """
+        if self._closed or self.broker.stopping.is_set() or not self.broker.worker_threads:
+            return 0
+        room = max(0, self.runnable - self.outstanding_message_count + int(finishing))
+        self._reserved += min(room, wanted)
+        return min(room, wanted)
+
+    def cancel_handoff(self, count: int) -> None:
+        """Release room reserved for messages that were not handed over after all."""
+        self._reserved -= count
+
+    def take_handed(self, pairs: list[tuple[str, bytes]], *, pushed_rest: bool) -> None:
+        """Take messages claimed for this consumer (already in its acks set), wake ``next``.
+
+        ``pushed_rest``: the rest of their group went to the queue, so a thread that
+        frees here fetches it (if no other process took it) without waiting first.
+        """
+        self.message_cache.extend(pairs)
+        self._reserved -= len(pairs)
+        self._active = True
+        soon = time.monotonic() + self.broker.heartbeat_timeout / 1000
+        self._next_maintenance = min(self._next_maintenance, soon)
+        if pushed_rest:
+            self._may_have_more = True
+        self._wake.set()
 
     # --- internals ------------------------------------------------------------------
 
@@ -198,11 +242,17 @@ class FrugalConsumer(Consumer):
         After a wake-up, for the free threads only (other processes' idle threads get
         the rest of a group); while the queue may hold more, up to the limit (the margin
         saves a fetch per message when the queue is deep). A wake-up that comes while
-        no thread is free stays pending (the waiter disarmed) until one is.
+        no thread is free (messages handed over locally took them) is given back.
         """
         held = self.outstanding_message_count
         free = self.runnable - held
         if free <= 0:
+            if self._waiter.take_ready():
+                # A wait took an id after messages handed over locally filled every
+                # thread: back to the head of the queue, for another process's idle
+                # thread (or for this one's next free thread).
+                self.broker.give_back_taken(self.queue_name)
+                self._may_have_more = True
             return False
         if self._waiter.take_ready():
             return self._fetch(free, taken=True)
