@@ -5,7 +5,8 @@ A provider has ``max_calls`` rows of kind ``call`` and ``per_minute`` rows of ki
 slot of each kind, taken with guarded ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE
 SKIP LOCKED)`` in one transaction. A call slot is held until given back, or until its
 lease ends (a killed worker's slot comes back); a minute slot is free again 60 s after
-its request started, so no 60 s window ever holds more than ``per_minute`` starts.
+its request started (plus a margin), so no 60 s window ever holds more than
+``per_minute`` starts.
 
 Without a free call slot the message is parked (:mod:`db.limit_waits`) and handed a
 slot when one is given back: when that happens is not known ahead. When the only
@@ -30,8 +31,11 @@ from db.models import AILimit, AISlot, AIWaiter, RunStatus, TaskRun, utcnow
 
 #: ``until`` of a slot that was never taken or was released.
 FREE = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-#: How long a minute slot stays taken, in seconds: the window of the per-minute rate.
-WINDOW_S = 60.0
+#: How long a minute slot stays taken, in seconds: the window of the per-minute rate,
+#: plus a margin for the time from a turn to its request reaching the provider, which
+#: varies (a request booked exactly 60 s after a turn could reach the provider less than
+#: 60 s after the earlier request did).
+WINDOW_S = 61.0
 #: A claim counts from at least this long after the booked start.
 _AFTER_START = dt.timedelta(microseconds=1)
 

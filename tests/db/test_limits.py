@@ -110,13 +110,13 @@ def test_waiters_for_the_minute_window_each_book_their_own_freed_request(databas
     # When two more ask at 20 s
     third, fourth = limits.take_turn("p", limit, at(20)), limits.take_turn("p", limit, at(20))
     # Then each is booked for its own freed request: at 60 s and at 70 s, not both at 60
-    assert (third.reason, third.wait_s, fourth.wait_s) == ("per_minute", 40.0, 50.0)
-    assert third.ticket.start == at(60) and fourth.ticket.start == at(70)
+    assert (third.reason, third.wait_s, fourth.wait_s) == ("per_minute", 41.0, 51.0)
+    assert third.ticket.start == at(61) and fourth.ticket.start == at(71)
     # And holds a call slot until then: a fifth has none, and parks
     assert limits.take_turn("p", limit, at(20)).reason == "calls"
     # And claiming at its time starts it (the window counts from the claim)
-    assert limits.claim("p", limit, third.ticket, at(60)).granted
-    assert limits.claim("p", limit, third.ticket, at(60.5)).reason == "duplicate"
+    assert limits.claim("p", limit, third.ticket, at(61)).granted
+    assert limits.claim("p", limit, third.ticket, at(61.5)).reason == "duplicate"
 
 
 def test_no_60_s_window_holds_more_than_per_minute_starts(database_url: str):
@@ -127,12 +127,12 @@ def test_no_60_s_window_holds_more_than_per_minute_starts(database_url: str):
     # When a fourth asks at 30 s, and a fifth just before the first start rolls off
     refused = limits.take_turn("p", three, at(30))
     later = limits.take_turn("p", three, at(59.9))
-    # Then the fourth is booked for when the window rolls past the first start (30 s, not
-    # a full minute), the fifth for the second start's (the first one is booked)
-    assert (refused.granted, refused.reason, refused.wait_s) == (False, "per_minute", 30.0)
-    assert (later.reason, round(later.wait_s, 3)) == ("per_minute", 10.1)
-    assert limits.take_turn("p", three, at(80)).granted
-    assert limits.take_turn("p", three, at(85)).wait_s == 35.0
+    # Then the fourth is booked for when the window rolls past the first start (+1 s), not
+    # a full minute later; the fifth for the second start's (the first one is booked)
+    assert (refused.granted, refused.reason, refused.wait_s) == (False, "per_minute", 31.0)
+    assert (later.reason, round(later.wait_s, 3)) == ("per_minute", 11.1)
+    assert limits.take_turn("p", three, at(81)).granted
+    assert limits.take_turn("p", three, at(85)).wait_s == 37.0
 
 
 def test_a_pause_stops_every_turn_until_it_ends_and_keeps_the_longer_one(database_url: str):
