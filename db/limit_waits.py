@@ -19,7 +19,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from db import limits
+from db import limit_slots, limits
 from db.engine import session_scope, upsert_insert
 from db.limits import Limits, Ticket, Turn
 from db.models import AILimit, AISlot, AIWaiter, utcnow
@@ -48,7 +48,7 @@ def parker(
 
     def park(session: orm.Session, now: dt.datetime) -> Turn:
         _lock_provider(session, name)
-        call = limits.take_slot(
+        call = limit_slots.take_slot(
             session, name, "call", limits_.max_calls, now, limits_.lease_s, run_id
         )
         if call is not None:
@@ -76,7 +76,9 @@ def end_turn(
         paused = _lock_provider(session, name)
         woken = _hand(session, name, limits_, now, slot_id, paused)
         if woken is None:
-            session.execute(sa.update(AISlot).where(AISlot.id == slot_id).values(until=limits.FREE))
+            session.execute(
+                sa.update(AISlot).where(AISlot.id == slot_id).values(until=limit_slots.FREE)
+            )
             return []
         return [woken]
 
@@ -103,14 +105,16 @@ def _wake_free(session: orm.Session, name: str, limits_: Limits, now: dt.datetim
     while len(wakes) < MAX_WAKES_PER_PASS:
         slot_id = None
         if limits_.max_calls:
-            taken = limits.take_slot(session, name, "call", limits_.max_calls, now, limits_.lease_s)
+            taken = limit_slots.take_slot(
+                session, name, "call", limits_.max_calls, now, limits_.lease_s
+            )
             if taken is None:
                 break
             slot_id = taken.slot_id
         woken = _hand(session, name, limits_, now, slot_id, paused)
         if woken is None:
             if slot_id is not None:
-                free = sa.update(AISlot).where(AISlot.id == slot_id).values(until=limits.FREE)
+                free = sa.update(AISlot).where(AISlot.id == slot_id).values(until=limit_slots.FREE)
                 session.execute(free)
             break
         wakes.append(woken)

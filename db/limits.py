@@ -1,12 +1,10 @@
 """Provider limits shared by every worker process: call slots, per-minute slots, a pause.
 
-A provider has ``max_calls`` rows of kind ``call`` and ``per_minute`` rows of kind
-``minute`` in ``ai_slots``; a slot is free when its ``until`` has passed. A turn is one
-slot of each kind, taken with guarded ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE
-SKIP LOCKED)`` in one transaction. A call slot is held until given back, or until its
-lease ends (a killed worker's slot comes back); a minute slot is free again 60 s after
-its request started (plus a margin), so no 60 s window ever holds more than
-``per_minute`` starts.
+Takes turns on the slots of :mod:`db.limit_slots`: a turn is one call slot and one
+minute slot of a provider, taken in one transaction. A call slot is held until given
+back, or until its lease ends (a killed worker's slot comes back); a minute slot is
+free again 61 s after its turn started, so no 60 s window ever holds more than
+``per_minute`` requests.
 
 Without a free call slot the message is parked (:mod:`db.limit_waits`) and handed a
 slot when one is given back: when that happens is not known ahead. When the only
@@ -26,33 +24,27 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from db.engine import session_scope, statements_committing_alone, upsert_insert
-from db.models import AILimit, AISlot, AIWaiter, RunStatus, TaskRun, utcnow
+from db import limit_slots
+from db.engine import session_scope
+from db.limit_slots import FREE, Limits, note_waiting, pause
+from db.models import AILimit, AISlot, utcnow
 
-#: ``until`` of a slot that was never taken or was released.
-FREE = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-#: How long a minute slot stays taken, in seconds: the window of the per-minute rate,
-#: plus a margin for the time from a turn to its request reaching the provider, which
-#: varies (a request booked exactly 60 s after a turn could reach the provider less than
-#: 60 s after the earlier request did).
-WINDOW_S = 61.0
+__all__ = [
+    "FREE",
+    "Limits",
+    "Ticket",
+    "Turn",
+    "book",
+    "claim",
+    "hold",
+    "note_waiting",
+    "pause",
+    "take_turn",
+    "utcnow",
+]
+
 #: A claim counts from at least this long after the booked start.
 _AFTER_START = dt.timedelta(microseconds=1)
-
-
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    """A provider's limits.
-
-    Parameters:
-      max_calls: calls in flight at once; 0: no limit.
-      per_minute: requests started in any 60 s window; 0: no limit.
-      lease_s: seconds a call slot stays taken unless given back (a killed worker's).
-    """
-
-    max_calls: int = 0
-    per_minute: int = 0
-    lease_s: float = 330.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,56 +156,15 @@ def _take(
         paused = session.scalar(sa.select(AILimit.paused_until).where(AILimit.name == name))
         if not limits.per_minute:
             if paused is not None and paused > now:
-                return Turn(wait_s=_seconds(now, paused), reason="paused")
+                return Turn(wait_s=limit_slots.seconds(now, paused), reason="paused")
             return Turn()
         return book(session, name, limits, now, None, paused)
-    call = take_slot(session, name, "call", limits.max_calls, now, limits.lease_s, run_id)
+    call = limit_slots.take_slot(
+        session, name, "call", limits.max_calls, now, limits.lease_s, run_id
+    )
     if call is None:
         return park(session, now) if park else Turn(reason="calls")
     return book(session, name, limits, now, call.slot_id, call.paused_until)
-
-
-@dataclasses.dataclass(frozen=True)
-class Taken:
-    """A slot :func:`take_slot` took, and the provider's pause read with it."""
-
-    slot_id: int
-    paused_until: dt.datetime | None
-
-
-def take_slot(
-    session: orm.Session,
-    name: str,
-    kind: str,
-    limit: int,
-    now: dt.datetime,
-    hold_s: float,
-    run_id: int | None = None,
-) -> Taken | None:
-    """Take one free slot of ``kind`` for ``hold_s`` seconds; None when none is free.
-
-    Creates the provider's slots the first time. With ``run_id``, a run parked already
-    (a second copy of its message) takes nothing either.
-    """
-    free = (
-        sa.select(AISlot.id)
-        .where(*_slots(name, kind, limit), AISlot.until <= now)
-        .order_by(AISlot.until)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    parked = sa.exists().where(AIWaiter.run_id == run_id)
-    take = (
-        sa.update(AISlot)
-        .where(AISlot.id == free, *(() if run_id is None else (~parked,)))
-        .values(until=now + dt.timedelta(seconds=hold_s))
-        .returning(AISlot.id, _paused(name))
-    )
-    row = session.execute(take).one_or_none()
-    if row is None and _add_missing_slots(session, name, kind, limit):
-        row = session.execute(take).one_or_none()
-    return None if row is None else Taken(row.id, row.paused_until)
 
 
 def book(
@@ -247,14 +198,16 @@ def _minute_slot(
 ) -> tuple[int, dt.datetime]:
     """Take a free minute slot now, or pick (locked) the one that frees soonest."""
     if earliest <= now:
-        taken = take_slot(session, name, "minute", per_minute, now, WINDOW_S)
+        taken = limit_slots.take_slot(
+            session, name, "minute", per_minute, now, limit_slots.WINDOW_S
+        )
         if taken is not None:
             return taken.slot_id, now
     else:
-        _add_missing_slots(session, name, "minute", per_minute)
+        limit_slots.add_missing_slots(session, name, "minute", per_minute)
     soonest = (
         sa.select(AISlot.id, AISlot.until)
-        .where(*_slots(name, "minute", per_minute))
+        .where(*limit_slots.slot_rows(name, "minute", per_minute))
         .order_by(AISlot.until)
         .limit(1)
     )
@@ -278,12 +231,12 @@ def hold(
     if call_id is not None:
         call = (call_id, start + dt.timedelta(seconds=limits.lease_s))
     if minute_id is not None:
-        minute = (minute_id, start + dt.timedelta(seconds=WINDOW_S))
+        minute = (minute_id, start + dt.timedelta(seconds=limit_slots.WINDOW_S))
     for slot in (call, minute):
         if slot is not None:
             session.execute(sa.update(AISlot).where(AISlot.id == slot[0]).values(until=slot[1]))
     ticket = Ticket(start, call, minute)
-    return Turn(wait_s=_seconds(now, start), reason=reason, ticket=ticket)
+    return Turn(wait_s=limit_slots.seconds(now, start), reason=reason, ticket=ticket)
 
 
 def claim(name: str, limits: Limits, ticket: Ticket, now: dt.datetime | None = None) -> Turn:
@@ -309,14 +262,14 @@ def _claim(
     # booked one, so a second claim matches nothing.
     now = max(now, ticket.start + _AFTER_START)
     paused = None
-    for slot, hold_s in ((ticket.call, limits.lease_s), (ticket.minute, WINDOW_S)):
+    for slot, hold_s in ((ticket.call, limits.lease_s), (ticket.minute, limit_slots.WINDOW_S)):
         if slot is None:
             continue
         claimed = (
             sa.update(AISlot)
             .where(AISlot.id == slot[0], AISlot.until == slot[1])
             .values(until=now + dt.timedelta(seconds=hold_s))
-            .returning(_paused(name))
+            .returning(limit_slots.paused_column(name))
         )
         row = session.execute(claimed).one_or_none()
         if row is None:
@@ -327,74 +280,3 @@ def _claim(
         minute_id = ticket.minute[0] if ticket.minute else None
         return hold(session, limits, now, paused, call_id, minute_id, "paused")
     return Turn(slot_id=call_id)
-
-
-def _paused(name: str) -> sa.Label[Any]:
-    """The provider's pause, as a column to return with a slot's update."""
-    paused = sa.select(AILimit.paused_until).where(AILimit.name == name).scalar_subquery()
-    return paused.label("paused_until")
-
-
-def _slots(name: str, kind: str, limit: int) -> tuple[sa.ColumnElement[bool], ...]:
-    return (AISlot.name == name, AISlot.kind == kind, AISlot.n < limit)
-
-
-def _add_missing_slots(session: orm.Session, name: str, kind: str, limit: int) -> bool:
-    """Create the provider's slots of ``kind`` up to ``limit`` (and its row in ``ai_limits``).
-
-    Returns True when some were missing.
-    """
-    have = session.scalar(sa.select(sa.func.count()).where(*_slots(name, kind, limit)))
-    if have >= limit:
-        return False
-    dialect = session.get_bind().dialect.name
-    slots = upsert_insert(dialect, AISlot).values(
-        [{"name": name, "kind": kind, "n": n, "until": FREE} for n in range(limit)]
-    )
-    session.execute(slots.on_conflict_do_nothing())
-    provider = upsert_insert(dialect, AILimit).values(name=name, paused_until=None)
-    session.execute(provider.on_conflict_do_nothing())
-    return True
-
-
-def _seconds(now: dt.datetime, when: dt.datetime) -> float:
-    return max(0.0, (when - now).total_seconds())
-
-
-def pause(name: str, seconds: float, now: dt.datetime | None = None) -> dt.datetime:
-    """Pause every call to provider ``name`` for ``seconds``, in every process.
-
-    A longer pause already set is kept. Returns the end of the pause now in force.
-    """
-    until = (now or utcnow()) + dt.timedelta(seconds=seconds)
-    with statements_committing_alone() as connection:
-        insert = upsert_insert(connection.dialect.name, AILimit).values(
-            name=name, paused_until=until
-        )
-        current = AILimit.__table__.c.paused_until
-        longer = sa.case(
-            (
-                sa.or_(current.is_(None), current < insert.excluded.paused_until),
-                insert.excluded.paused_until,
-            ),
-            else_=current,
-        )
-        upsert = insert.on_conflict_do_update(
-            index_elements=[AILimit.name], set_={"paused_until": longer}
-        ).returning(AILimit.paused_until)
-        return connection.scalar(upsert)
-
-
-def note_waiting(run_id: int) -> None:
-    """Show that queued run ``run_id`` waits for its booked turn (a sign of life).
-
-    The reconciler then leaves it alone: it re-sends runs silent for the stall timeout,
-    and a pause can last longer than that. (A parked run needs none: see
-    ``db.reconcile``.)
-    """
-    with statements_committing_alone() as connection:
-        connection.execute(
-            sa.update(TaskRun)
-            .where(TaskRun.id == run_id, TaskRun.status == RunStatus.QUEUED)
-            .values(updated_at=utcnow())
-        )

@@ -10,11 +10,13 @@ import pytest
 import sqlalchemy as sa
 from fake_openai import FakeOpenAI, completion
 from jobwatch import wait_for_job
+from redis_kit import wait_until
 from workerkit import Embedded, default_strategy, make_project
 
-from db import session_scope
-from db.models import TaskRun
-from workers import dispatch
+from db import limits, session_scope
+from db.models import AISlot, AIWaiter, TaskRun
+from workers import dispatch, scheduler
+from workers.middleware.ai_limits import limits_of
 
 
 @pytest.fixture
@@ -64,3 +66,46 @@ def test_one_call_at_a_time_from_six_threads(
     assert len(sends) == 5 and max(sends.values()) == 2
     assert len(wakes) == len(generate) - 5 >= 3
     assert not [m for m in generate if m.queue_name.endswith(".DQ")]
+
+
+def test_the_reconciler_pass_hands_a_dead_holders_slot_to_the_waiters(
+    embedded_factory: Callable[..., Embedded], api: FakeOpenAI
+):
+    # Given 1 AI call at a time, its slot held by a worker that died (no one gives it back)
+    embedded = embedded_factory(
+        threads=4,
+        GENERATOR="openai",
+        OPENAI_BASE_URL=api.url,
+        OPENAI_API_KEY="sk-test",
+        AI_MAX_CONCURRENT=1,
+    )
+    api.script([completion(f"# Guide {n}") for n in range(2)])
+    dead = limits.take_turn("openai", limits_of(embedded.settings))
+    assert dead.granted
+
+    # When a job of 2 tasks runs: both park; then the dead holder's lease ends
+    job_id = dispatch.submit(
+        make_project("a", "b"),
+        batch_size=5,
+        max_batch_size=50,
+        max_tasks=100,
+        max_in_flight=5,
+        strategy=default_strategy(),
+    )
+    wait_until(lambda: parked() == 2, timeout=10, what="both tasks parked")
+    with session_scope() as session:
+        session.execute(sa.update(AISlot).values(until=limits.FREE))
+    assert (parked(), len(api.requests)) == (2, 0)  # nothing wakes them by itself
+
+    # Then the scheduler's reconciler pass hands the slot on, and the job finishes
+    duties = scheduler.Duties(embedded.settings)
+    duties.active = True
+    duties.reconcile()
+    job, _ = wait_for_job(job_id, timeout=30)
+    assert (job["status"], job["succeeded_tasks"], len(api.requests)) == ("succeeded", 2, 2)
+    assert api.peak_in_flight == 1
+
+
+def parked() -> int:
+    with session_scope() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(AIWaiter))
