@@ -1,8 +1,9 @@
-"""Guides streamed while they are written: told to watchers, never stored as events.
+"""Guides streamed while they are written: told to watchers, never stored, no Redis.
 
 Real worker threads run the offline generator (it streams word by word over its
 latency) on SQLite (the in-process signal) and PostgreSQL (NOTIFY on ``handson_text``,
-heard by the hub's LISTEN connection).
+heard by the hub's LISTEN connection); on the Redis broker, ``redis-cli monitor``
+records what the server is sent meanwhile.
 """
 
 from __future__ import annotations
@@ -12,19 +13,24 @@ import contextlib
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from jobwatch import wait_for_job
+from redis_kit import CommandMeter
 from sqlalchemy import event
-from workerkit import Embedded, make_project
+from workerkit import Embedded, fast_settings, make_project
 
 import db
 from db import listen
-from db.models import Event, HandsOn
+from db.models import Event, HandsOn, TaskRun
 from db.text_stream import TextDelta
+from workers import broker as worker_setup
 from workers import dispatch
+from workers.actors.generate import generate_hands_on
+from workers.redis_meter import METER
 
 LATENCY_MS = 1200
 INTERVAL_MS = 200
@@ -132,3 +138,38 @@ def test_a_running_guide_is_told_in_coalesced_deltas_and_never_stored(
         assert streamed["counts"]["checkouts"] - quiet["counts"]["checkouts"] == flushes
     else:
         assert not added
+
+
+def test_streaming_a_guide_sends_no_redis_command(redis_url, postgres_url, tmp_path):
+    # Given the worker side on our Redis broker, a job sent to Redis, and a listening hub
+    worker_setup.configure(
+        fast_settings(
+            postgres_url,
+            REDIS_URL=redis_url,
+            GENERATOR="offline",
+            GENERATOR_LATENCY_MS=1000,
+            GUIDE_STREAM_INTERVAL_MS=100,
+        )
+    )
+    job_id = dispatch.submit(make_project("api"), batch_size=5, max_batch_size=50, max_tasks=9)
+    with db.session_scope() as session:
+        run_id = session.scalar(sa.select(TaskRun.id).where(TaskRun.job_id == job_id))
+    hub = listen.get_hub()
+    heard = hub.subscribe(job_id, text=True)
+    monitor = CommandMeter(redis_url, tmp_path / "monitor.log")
+    METER.take()
+
+    # When the task's actor writes its guide here (streaming it as it goes)
+    start = time.time()
+    generate_hands_on.fn(run_id)
+    end = time.time()
+
+    # Then watchers heard it in several flushes, and Redis was sent nothing meanwhile
+    deltas = [heard.get(timeout=10) for _ in range(3)]
+    hub.unsubscribe(job_id, heard)
+    assert all(isinstance(d, TextDelta) and d.run_id == run_id for d in deltas)
+    time.sleep(0.3)  # MONITOR output reaches its log
+    billed = monitor.bill(start, end)
+    monitor.stop()
+    assert billed == {}
+    assert METER.take() == {}
