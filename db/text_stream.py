@@ -156,7 +156,7 @@ class TextSoFar:
     """
 
     def __init__(
-        self, *, max_runs: int = 1000, max_chars: int = 64_000, keep_s: float = 120.0
+        self, *, max_runs: int = 256, max_chars: int = 20_000, keep_s: float = 120.0
     ) -> None:
         self.max_runs, self.max_chars, self.keep_s = max_runs, max_chars, keep_s
         self._runs: collections.OrderedDict[int, _Kept] = collections.OrderedDict()

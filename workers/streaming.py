@@ -54,7 +54,7 @@ class Coalescer:
         run_id: int,
         interval_s: float,
         max_chars: int,
-        send: Sender = text_stream.send,
+        send: Sender | None = None,
     ) -> None:
         self.job_id, self.run_id = job_id, run_id
         self.interval_s, self.max_chars = interval_s, max_chars
@@ -62,7 +62,7 @@ class Coalescer:
         self.stream = secrets.token_hex(4)
         #: Flushes sent so far.
         self.flushes = 0
-        self._send = send
+        self._send = send or text_stream.send
         self._lock = threading.Lock()  # guards the fields below
         self._send_lock = threading.Lock()  # one flush at a time, in offset order
         self._pending: list[str] = []

@@ -24,7 +24,7 @@ from sqlalchemy import event
 from workerkit import Embedded, fast_settings, make_project
 
 import db
-from db import listen
+from db import listen, text_stream
 from db.models import Event, HandsOn, TaskRun
 from db.text_stream import TextDelta
 from workers import broker as worker_setup
@@ -173,3 +173,30 @@ def test_streaming_a_guide_sends_no_redis_command(redis_url, postgres_url, tmp_p
     monitor.stop()
     assert billed == {}
     assert METER.take() == {}
+
+
+def test_a_failing_notify_never_fails_the_task(
+    sqlite_url: str, embedded_factory: Callable[..., Embedded], monkeypatch
+):
+    # Given flushes that fail (the database refuses the NOTIFY)
+    tried: list[int] = []
+
+    def refuse(deltas) -> None:  # type: ignore[no-untyped-def]
+        tried.append(len(deltas))
+        raise sa.exc.OperationalError("SELECT pg_notify(...)", {}, Exception("gone"))
+
+    monkeypatch.setattr(text_stream, "send", refuse)
+    embedded_factory(
+        threads=1, GENERATOR="offline", GENERATOR_LATENCY_MS=600, GUIDE_STREAM_INTERVAL_MS=50
+    )
+
+    # When a task writes its guide
+    job_id = dispatch.submit(make_project("api"), batch_size=5, max_batch_size=50, max_tasks=9)
+    job, _ = wait_for_job(job_id, timeout=30)
+
+    # Then the task succeeded with its whole guide, after one flush tried and dropped
+    assert job["status"] == "succeeded"
+    with db.session_scope() as session:
+        guide = session.scalar(sa.select(HandsOn.markdown))
+    assert guide.startswith("# Hands-on: Api") and guide.endswith("\n")
+    assert tried == [1]
