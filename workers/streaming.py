@@ -70,13 +70,14 @@ class Coalescer:
         self._kept = 0  # characters accepted (flushed and pending)
         self._last = time.monotonic()  # the first flush waits one interval too
         self._timer: threading.Timer | None = None
-        self._quiet = False  # closed, or a flush failed: nothing more is sent
+        self._closed = False  # no more pieces taken; only the tail's flush goes out
+        self._failed = False  # a flush failed: nothing more is sent
 
     def __call__(self, piece: str) -> None:
         """Take the next piece of the guide; flush if the interval has passed."""
         with self._lock:
             piece = piece.replace("\0", "")[: self.max_chars - self._kept]
-            if self._quiet or not piece:
+            if self._closed or self._failed or not piece:
                 return
             self._pending.append(piece)
             self._kept += len(piece)
@@ -92,8 +93,8 @@ class Coalescer:
         """Stop streaming; flush the tail when ``flush`` and an earlier flush went out."""
         with self._lock:
             self._cancel_timer()
-            streamed = self.flushes > 0 and not self._quiet
-            self._quiet = True
+            self._closed = True
+            streamed = self._sent > 0  # a flush went out, or is going out now
         if flush and streamed:
             self.flush(final=True)
 
@@ -101,7 +102,7 @@ class Coalescer:
         """Send what is pending as one flush (nothing when nothing is pending)."""
         with self._send_lock:
             with self._lock:
-                if not self._pending or (self._quiet and not final):
+                if not self._pending or self._failed or (self._closed and not final):
                     return
                 delta = TextDelta(
                     self.job_id, self.run_id, self.stream, self._sent, "".join(self._pending)
@@ -115,7 +116,7 @@ class Coalescer:
             except Exception as error:  # never the run's failure: drop it, stream no more
                 logger.debug("Dropped a flush of run %s's guide: %s", self.run_id, error)
                 with self._lock:
-                    self._quiet = True
+                    self._failed = True
                 return
             with self._lock:
                 self.flushes += 1

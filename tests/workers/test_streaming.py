@@ -92,6 +92,32 @@ def test_the_last_pieces_of_a_burst_go_out_on_a_timer_without_more_pieces():
     assert len(recorder.flushes) == 2  # nothing was left for the end
 
 
+def test_the_tail_goes_out_when_the_end_comes_during_the_first_flush():
+    # Given a first flush still on its way (the database is slow to answer)
+    entered, gate = threading.Event(), threading.Event()
+    recorder = Recorder()
+
+    def slow(deltas: Sequence[TextDelta]) -> None:
+        recorder(deltas)
+        entered.set()
+        assert gate.wait(5)
+
+    stream = Coalescer(job_id=7, run_id=3, interval_s=0.05, max_chars=100, send=slow)
+    time.sleep(0.06)  # the generator's pace, not a wait for our work
+    first = threading.Thread(target=stream, args=("Hello",))
+    first.start()
+    assert entered.wait(5)
+
+    # When the last piece comes and the guide ends while it is on its way
+    stream(" world")
+    threading.Timer(0.05, gate.set).start()
+    stream.close()
+    first.join()
+
+    # Then the tail followed it
+    assert [d.text for d in recorder.deltas] == ["Hello", " world"]
+
+
 def test_a_guide_written_within_one_interval_is_not_streamed():
     recorder = Recorder()
     stream = coalescer(recorder, interval_s=5)
