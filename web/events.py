@@ -159,7 +159,7 @@ def _read(feed: EventFeed, job_id: int, after_seq: int, newest: int) -> tuple[li
 Opening = tuple[list[str], int, bool, bool]
 
 
-def _opening(feed: EventFeed, job_id: int, last_seen: int | None) -> Opening:
+def _opening(feed: EventFeed, job_id: int, last_seen: int | None, hub: listen.EventHub) -> Opening:
     """Return what the stream sends first (see :data:`Opening`)."""
     if last_seen is None:
         snapshot = jobs.snapshot(job_id)
@@ -167,6 +167,8 @@ def _opening(feed: EventFeed, job_id: int, last_seen: int | None) -> Opening:
         over = snapshot["status"] != JobStatus.RUNNING
         return [first], snapshot["event_seq"], over, False
     new, over = _read(feed, job_id, last_seen, -1)
+    for event in new:
+        _forget_written(hub, job_id, event)
     frames = [frame(e, event_id=e["seq"]) for e in new]
     final = any(e["type"] in listen.FINAL_EVENTS for e in new)
     return frames, new[-1]["seq"] if new else last_seen, over or final, len(new) == READ_LIMIT
@@ -252,7 +254,7 @@ def job_events(job_id: int) -> Response:
     wakeups = hub.subscribe(job_id, text=True)
     registry.add(wakeups)
     try:
-        opening = _opening(registry.feed, job_id, last_seen)
+        opening = _opening(registry.feed, job_id, last_seen, hub)
     except BaseException as error:
         _release(job_id, hub, registry, wakeups)
         if isinstance(error, jobs.NotFoundError):
