@@ -106,7 +106,7 @@ class Settings:
     AI_MONTHLY_BUDGET: float | None = None
     #: Least time between two flushes of a running guide's new text to watchers (the job
     #: and guide pages), per task, in milliseconds; 0: guides are not streamed.
-    GUIDE_STREAM_INTERVAL_MS: int = 250
+    GUIDE_STREAM_INTERVAL_MS: int = 300
     #: Most text streamed per task run, in characters (the stored guide is not cut).
     GUIDE_STREAM_MAX_CHARS: int = 20_000
     #: Largest generated guide kept, in characters (longer output is cut).

@@ -4,7 +4,7 @@ Run next to a throwaway PostgreSQL (this script starts its own redis-server)::
 
     scripts/with-services.sh .venv/bin/python bench/stream.py [--tasks 10] [--latency-ms 2000]
 
-Runs the same job twice, streaming off (``GUIDE_STREAM_INTERVAL_MS=0``) then on (250 ms),
+Runs the same job twice, streaming off (``GUIDE_STREAM_INTERVAL_MS=0``) then on (300 ms),
 each on a fresh PostgreSQL database, on our Redis broker with 5 worker threads in this
 process: ``--tasks`` tasks of the sample project without their dependencies (5 in
 flight), the offline generator writing each guide word by word over ``--latency-ms``.
@@ -171,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--latency-ms", type=int, default=2000)
-    parser.add_argument("--interval-ms", type=int, default=250)
+    parser.add_argument("--interval-ms", type=int, default=300)
     args = parser.parse_args()
     admin_url = os.environ["TEST_DATABASE_URL"]
     results: dict[str, Any] = {}
