@@ -55,8 +55,9 @@ def read_to_end(stream: Stream) -> list:
 def test_a_stream_sends_a_snapshot_then_every_event_in_order_and_ends(
     live_factory: Callable[..., LiveServer], database_url: str
 ):
-    # Given a served app with an embedded worker, and a job whose tasks take a while
-    live = live_factory(database_url, GENERATOR_LATENCY_MS=40)
+    # Given a served app with an embedded worker, and a job whose tasks take a while (its
+    # critical path, 4 tasks, outlasts opening the stream even on a loaded machine)
+    live = live_factory(database_url, GENERATOR_LATENCY_MS=150)
     job_id = submit(make_project(*TASKS))
 
     # When a client opens the job's stream while the job runs
