@@ -70,6 +70,16 @@ def default_strategy() -> str:
     return os.environ.get("JOB_STRATEGY", "flow")
 
 
+def submit(project_id: int, batch_size: int = 5, **options: Any) -> int:
+    """Submit a job through the dispatch service, scheduled with the test's strategy."""
+    from workers import dispatch
+
+    options.setdefault("strategy", default_strategy())
+    return dispatch.submit(
+        project_id, batch_size=batch_size, max_batch_size=50, max_tasks=1000, **options
+    )
+
+
 def make_project(*tasks: dict[str, Any] | str, name: str = "Test project") -> int:
     """Store a project; a task is a dict in the import format or just a key."""
     data = {

@@ -8,15 +8,15 @@ from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
+import workerkit
 from jobwatch import wait_for_job
 from sse import Stream, open_stream
 from webkit import LiveServer
-from workerkit import default_strategy, make_project
+from workerkit import make_project
 
 from db import get_engine, jobs, session_scope
 from db.models import Event
 from web import events as web_events
-from workers import dispatch
 
 #: Tasks of the test project: two pipelines and a group, so several batches.
 TASKS = [
@@ -31,13 +31,7 @@ TASKS = [
 
 
 def submit(project_id: int, batch_size: int = 2) -> int:
-    return dispatch.submit(
-        project_id,
-        batch_size=batch_size,
-        max_batch_size=50,
-        max_tasks=100,
-        strategy=default_strategy(),
-    )
+    return workerkit.submit(project_id, batch_size)
 
 
 def stored_seqs(job_id: int) -> list[int]:

@@ -15,24 +15,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from jobwatch import wait_for_job
 from webkit import LiveServer, make_app
-from workerkit import default_strategy, make_project, start_embedded
+from workerkit import make_project, start_embedded, submit
 
 from db import jobs
-from workers import dispatch
 
 #: A job of three tasks where only the middle one fails (at its first attempt).
 FLAKY_TASKS = ("a", {"key": "f", "title": "[flaky] F"}, "b")
 BEARER = {"Authorization": "Bearer s3cret"}
-
-
-def submit(project_id: int, batch_size: int = 5) -> int:
-    return dispatch.submit(
-        project_id,
-        batch_size=batch_size,
-        max_batch_size=50,
-        max_tasks=1000,
-        strategy=default_strategy(),
-    )
 
 
 def running_job() -> int:

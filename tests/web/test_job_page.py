@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from webkit import LiveServer
-from workerkit import default_strategy, make_project
+from workerkit import make_project, submit
 
 from db import events, jobs, session_scope
 from db.models import Task
@@ -108,16 +108,6 @@ LIVE_ENDED = "() => document.getElementById('job').dataset.live === 'ended'"
 
 def status_is(status: str) -> str:
     return f"() => document.getElementById('job-status').textContent === '{status}'"
-
-
-def submit(project_id: int, batch_size: int = 5) -> int:
-    return dispatch.submit(
-        project_id,
-        batch_size=batch_size,
-        max_batch_size=50,
-        max_tasks=1000,
-        strategy=default_strategy(),
-    )
 
 
 def test_every_chip_and_coloured_text_meets_wcag_aa_contrast(

@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 from jobwatch import wait_for_job
 from webkit import LiveServer
-from workerkit import default_strategy
+from workerkit import submit
 
 from db import jobs, projects, starts
 from samples import load_sample
-from workers import dispatch
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PHONE = {"width": 390, "height": 844}
@@ -53,16 +52,6 @@ def phone(browser: Any) -> Iterator[Any]:
     page.on("pageerror", lambda e: page.console_errors.append(str(e)))
     yield page
     context.close()
-
-
-def submit(project_id: int, batch_size: int) -> int:
-    return dispatch.submit(
-        project_id,
-        batch_size=batch_size,
-        max_batch_size=50,
-        max_tasks=1000,
-        strategy=default_strategy(),
-    )
 
 
 def long_project() -> int:

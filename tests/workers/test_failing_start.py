@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 from jobwatch import wait_for_job
-from workerkit import Embedded, default_strategy, make_project
+from workerkit import Embedded, make_project, submit
 
 from db import starts
-from workers import dispatch
 from workers.generators import OfflineGenerator
 
 
@@ -49,13 +48,7 @@ def test_a_start_that_fails_once_is_retried_and_runs_once(
 ):
     # Given a one-task job whose first start fails (database down for a moment)
     tries = _failing_start(monkeypatch, times=1)
-    job_id = dispatch.submit(
-        make_project("solo"),
-        batch_size=5,
-        max_batch_size=50,
-        max_tasks=10,
-        strategy=default_strategy(),
-    )
+    job_id = submit(make_project("solo"))
 
     # When the job ends
     job, events = wait_for_job(job_id)
@@ -82,13 +75,7 @@ def test_a_start_that_always_fails_never_calls_the_generator(
 ):
     # Given a job whose starts all fail (MAX_RETRIES is 1 in the test settings)
     tries = _failing_start(monkeypatch, times=1_000)
-    job_id = dispatch.submit(
-        make_project("solo"),
-        batch_size=5,
-        max_batch_size=50,
-        max_tasks=10,
-        strategy=default_strategy(),
-    )
+    job_id = submit(make_project("solo"))
 
     # When the job ends
     job, _ = wait_for_job(job_id)

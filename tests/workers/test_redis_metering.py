@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from jobwatch import wait_for_job
 from redis_kit import CommandMeter
-from workerkit import default_strategy, fast_settings, make_project
+from workerkit import fast_settings, make_project, submit
 
 import db
 from cli.budget import budget_command
@@ -20,7 +20,6 @@ from db import jobs, usage
 from db.models import TaskRun
 from settings import Settings
 from workers import broker as worker_setup
-from workers import dispatch
 from workers.middleware.metering import Metering, UsageFlusher
 from workers.redis_broker import FrugalRedisBroker
 from workers.redis_meter import METER
@@ -152,13 +151,7 @@ def test_a_jobs_commands_are_attributed_to_it_on_redis(redis_url, postgres_url):
     try:
         # When a two-batch job runs
         project_id = make_project("a", {"key": "b", "title": "B", "depends_on": ["a"]}, "c")
-        job_id = dispatch.submit(
-            project_id,
-            batch_size=1,
-            max_batch_size=5,
-            max_tasks=10,
-            strategy=default_strategy(),
-        )
+        job_id = submit(project_id, batch_size=1)
         job, _ = wait_for_job(job_id, timeout=30)
         assert job["status"] == "succeeded"
     finally:

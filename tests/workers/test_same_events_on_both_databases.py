@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 from jobwatch import wait_for_job
-from workerkit import default_strategy, make_project, start_embedded
-
-from workers import dispatch
+from workerkit import make_project, start_embedded, submit
 
 
 def _events_of_one_job(database_url: str) -> list[tuple[str, dict[str, Any]]]:
@@ -27,13 +25,7 @@ def _events_of_one_job(database_url: str) -> list[tuple[str, dict[str, Any]]]:
             {"key": "d", "title": "D", "depends_on": ["a", "x"]},
             {"key": "e", "title": "E", "depends_on": ["a"]},
         )
-        job_id = dispatch.submit(
-            project_id,
-            batch_size=3,
-            max_batch_size=50,
-            max_tasks=100,
-            strategy=default_strategy(),
-        )
+        job_id = submit(project_id, batch_size=3)
         job, events = wait_for_job(job_id)
     finally:
         embedded.worker.stop()
