@@ -53,6 +53,7 @@ from workers.redis_acks import AckBatcher, ack_batch
 from workers.redis_consumer import FrugalConsumer
 from workers.redis_handoff import HandoffMiddleware, LocalHandoff
 from workers.redis_heartbeat import Heartbeat
+from workers.redis_watch import BusyWatch
 
 #: Longest time a blocked connection whose peer vanished silently (no FIN, no RST) goes
 #: unnoticed, in seconds: TCP keepalive probes, free of Redis commands, enforce it.
@@ -79,6 +80,7 @@ FRUGAL_OPTIONS = (
     "fetch_margin",
     "ack_window",
     "local_handoff",
+    "busy_notices",
 )
 
 _LUA = Path(__file__).resolve().parent / "lua"
@@ -118,6 +120,9 @@ class FrugalRedisBroker(RedisBroker):
       ack_window(int): How long an ack waits to be sent with others, in milliseconds.
       local_handoff(bool): Let a worker thread's sends from its after-hooks go straight
         to this process's free threads (:mod:`workers.redis_handoff`).
+      busy_notices(bool): Leave a notice when starting work, and wait for others' while
+        idle, so a dead worker's messages are requeued within a few heartbeat timeouts
+        even when every survivor idles (:mod:`workers.redis_watch`).
       **kwargs: As for :class:`RedisBroker` (``namespace``, ``heartbeat_timeout``,
         ``dead_message_ttl``, ``client``, connection parameters).
     """
@@ -132,6 +137,7 @@ class FrugalRedisBroker(RedisBroker):
         fetch_margin: int = DEFAULT_FETCH_MARGIN,
         ack_window: int = DEFAULT_ACK_WINDOW,
         local_handoff: bool = True,
+        busy_notices: bool = True,
         maintenance_chance: int = DEFAULT_MAINTENANCE_CHANCE,
         heartbeat_timeout: int = DEFAULT_HEARTBEAT_TIMEOUT,
         dead_message_ttl: int = DEFAULT_DEAD_MESSAGE_TTL,
@@ -168,6 +174,16 @@ class FrugalRedisBroker(RedisBroker):
         #: Worker threads of the process's Dramatiq worker (set when it boots).
         self.worker_threads: int | None = None
         self.heartbeat = Heartbeat(self._beat, heartbeat_timeout=heartbeat_timeout)
+        #: Where a worker that starts holding messages leaves a notice for idle ones.
+        self.busy_key = f"{self.namespace}:__busy__"
+        self.busy_notices = busy_notices
+        self._announcing = False
+        self.watch = BusyWatch(
+            self.client,
+            self.busy_key,
+            safety_interval=safety_interval,
+            on_notice=self._on_busy_notice,
+        )
         self.acks = AckBatcher(self._send_acks, window_s=ack_window / 1000)
         for name in ("fetch", "maintenance"):
             source = (_LUA / f"{name}.lua").read_bytes()
@@ -193,6 +209,7 @@ class FrugalRedisBroker(RedisBroker):
         """Send pending acks, stop the heartbeat, close idle connections (they reopen if used)."""
         self.acks.close()
         self.heartbeat.close()
+        self.watch.close()
         self.client.connection_pool.disconnect(inuse_connections=False)
         super().close()
 
@@ -285,22 +302,34 @@ class FrugalRedisBroker(RedisBroker):
         """
         key = self.key(queue_name)
         beat = self.heartbeat.due()
-        more, *flat = self.scripts["frugal_fetch"](
-            keys=[
-                key,
-                self.acks_key(queue_name),
-                f"{key}.msgs",
-                f"{self.namespace}:__heartbeats__",
-                self.taken_key(queue_name),
-            ],
-            args=[count, int(beat), self.broker_id, current_millis(), int(taken), *acks],
-        )
-        if beat:
-            self.heartbeat.beaten()
-        _count_fetch_calls(beat, taken, count, len(flat) // 2, bool(acks), bool(more))
-        pairs = [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
-        if pairs:
-            self.heartbeat.hold(redis_id for redis_id, _ in pairs)
+        # Starting work after half a heartbeat timeout or more holding nothing: leave a
+        # busy notice for an idle worker (workers.redis_watch). After a shorter pause a
+        # worker watching this one never saw its heartbeat stale, so it is still watching.
+        announce = self.busy_notices and self.heartbeat.stale_for_watchers()
+        self._announcing = announce  # our own watch may take the notice before we hold
+        try:
+            more, *flat = self.scripts["frugal_fetch"](
+                keys=[
+                    *(key, self.acks_key(queue_name), f"{key}.msgs"),
+                    *(f"{self.namespace}:__heartbeats__", self.taken_key(queue_name)),
+                    self.busy_key,
+                ],
+                args=[
+                    *(count, int(beat) + 2 * int(announce), self.broker_id, current_millis()),
+                    *(int(taken), *acks),
+                ],
+            )
+            if beat:
+                self.heartbeat.beaten()
+            found = len(flat) // 2
+            _count_fetch_calls(beat, taken, count, found, bool(acks), bool(more))
+            if announce and found:
+                redis_meter.METER.count("ZADD")
+            pairs = [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+            if pairs:
+                self.heartbeat.hold(redis_id for redis_id, _ in pairs)
+        finally:
+            self._announcing = False
         return pairs, bool(more)
 
     def return_taken(self, queue_name: str) -> int:
@@ -342,6 +371,20 @@ class FrugalRedisBroker(RedisBroker):
             ],
         )
         return int(requeued), int(next_stale), int(removed)
+
+    def _on_busy_notice(self, worker_id: str) -> None:
+        """Another worker started holding messages: look after it every heartbeat timeout
+        (while its heartbeat is live). Our own notice goes back for another idle worker
+        while we are still busy, and is dropped otherwise."""
+        if worker_id == self.broker_id:
+            if self.heartbeat.held or self._announcing:
+                try:
+                    self.client.zadd(self.busy_key, {worker_id: current_millis()})
+                except redis.RedisError as error:
+                    self.logger.warning("Could not give our busy notice back: %s", error)
+            return
+        for consumer in self.handoff.consumers():
+            consumer.watch_soon()
 
     def _beat(self) -> None:
         self.client.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: current_millis()})

@@ -89,6 +89,8 @@ class FrugalConsumer(Consumer):
         self._next_maintenance = time.monotonic() + broker.heartbeat_timeout / 1000 + 1
         self._closed = False
         self._reserved = 0  # messages being handed over to this consumer right now
+        # A worker's canonical consumer waits for busy notices while idle (redis_watch).
+        self._watches = self._canonical and broker.busy_notices
         if self._canonical:
             broker.handoff.register(self)
 
@@ -153,6 +155,8 @@ class FrugalConsumer(Consumer):
                 self._maintain_if_due()
                 if self.outstanding_message_count < self.runnable:
                     self._waiter.arm()
+                if self._watches and not self.broker.heartbeat.held:
+                    self.broker.watch.arm()  # idle: hear of another worker starting work
                 self._wake.wait(self._wait_seconds())
                 return None
 
@@ -283,6 +287,13 @@ class FrugalConsumer(Consumer):
             soon = time.monotonic() + self.broker.heartbeat_timeout / 1000
             self._next_maintenance = min(self._next_maintenance, soon)
         return bool(pairs)
+
+    def watch_soon(self) -> None:
+        """Another worker started holding messages: maintenance within a heartbeat
+        timeout, then every timeout while it sees a live heartbeat (a dead worker's
+        messages are requeued within about two timeouts of its death)."""
+        soon = time.monotonic() + self.broker.heartbeat_timeout / 1000
+        self._next_maintenance = min(self._next_maintenance, soon)
 
     def _wait_seconds(self) -> float:
         stopping = self.broker.stopping.is_set()

@@ -57,6 +57,11 @@ class LocalHandoff:
         if self._consumers.get(consumer.queue_name) is consumer:
             del self._consumers[consumer.queue_name]
 
+    def consumers(self) -> list[FrugalConsumer]:
+        """Return this process's canonical-queue consumers."""
+        with self.lock:
+            return list(self._consumers.values())
+
     def finishing(self, queue_name: str) -> None:
         """Note that this thread has run a message of ``queue_name`` and is in its after-hooks."""
         self._thread.queue_name = queue_name

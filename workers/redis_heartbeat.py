@@ -42,6 +42,11 @@ class Heartbeat:
         """Return True when a heartbeat written now would not be redundant."""
         return time.monotonic() - self._last_beat >= self.interval
 
+    def stale_for_watchers(self) -> bool:
+        """Return True when nothing is held and the last heartbeat is half a timeout old
+        or more: a worker watching this one may have stopped (``workers.redis_watch``)."""
+        return not self._held and time.monotonic() - self._last_beat >= 2 * self.interval
+
     def beaten(self) -> None:
         """Note that a heartbeat was just written (e.g. by the fetch script)."""
         self._last_beat = time.monotonic()

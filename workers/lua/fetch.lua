@@ -10,15 +10,19 @@
 -- Acks of the worker's finished messages of this queue ride along (ARGV[6] onwards):
 -- their data is deleted, then their ids leave the acks set, before the fetch.
 --
+-- A worker going from holding nothing to holding messages leaves a busy notice (its id in
+-- the busy zset) when the fetch finds messages: an idle worker takes it and looks after
+-- dead workers every heartbeat timeout while it sees a live heartbeat (workers/redis_watch.py).
+--
 -- KEYS: queue list, worker's acks set for the queue, queue's message hash, heartbeats zset,
---       consumer's taken list
--- ARGV: count, write_heartbeat ("1" or "0"), worker id, timestamp (ms), look at taken ("1"/"0"),
---       then the ids to ack
+--       consumer's taken list, busy notices zset
+-- ARGV: count, flags (1: write the heartbeat, 2: leave a busy notice; summed), worker id,
+--       timestamp (ms), look at taken ("1"/"0"), then the ids to ack
 -- Returns: {more, id1, data1, id2, data2, ...}: more is 1 when a probe found the queue
 -- non-empty; ids whose data is gone are dropped.
 
 local queue, acks, messages, heartbeats, taken = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local count = tonumber(ARGV[1])
+local count, flags = tonumber(ARGV[1]), tonumber(ARGV[2])
 
 if #ARGV > 5 then
     local acked = {unpack(ARGV, 6)}
@@ -26,7 +30,7 @@ if #ARGV > 5 then
     redis.call("srem", acks, unpack(acked))
 end
 
-if ARGV[2] == "1" then
+if flags % 2 == 1 then
     redis.call("zadd", heartbeats, ARGV[4], ARGV[3])
 end
 
@@ -57,6 +61,9 @@ if #ids == 0 then
 end
 
 redis.call("sadd", acks, unpack(ids))
+if flags >= 2 then
+    redis.call("zadd", KEYS[6], ARGV[4], ARGV[3])
+end
 local data = redis.call("hmget", messages, unpack(ids))
 local result = {has_more}
 for i = 1, #ids do

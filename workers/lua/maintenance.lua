@@ -58,6 +58,8 @@ for i = 1, #beats, 2 do
         end
         if not next(redis.call("keys", worker_acks .. "*")) then
             redis.call("zrem", heartbeats, worker)
+            -- and its busy notice, if no idle worker took it (workers/redis_watch.py)
+            redis.call("zrem", namespace .. ":__busy__", worker)
         end
     end
 end
