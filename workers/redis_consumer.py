@@ -193,10 +193,14 @@ class FrugalConsumer(Consumer):
 
         The room is this consumer's free threads, counting the calling thread when it
         finishes a message of this queue (it is about to ack it); none while closing or
-        shutting down. Reserved room counts as held, so a wait's wake-up meanwhile does
-        not fetch for the same threads.
+        shutting down, nor while the queue may hold older messages (they run first).
+        Reserved room counts as held, so a wait's wake-up meanwhile does not fetch for
+        the same threads.
         """
         if self._closed or self.broker.stopping.is_set() or not self.broker.worker_threads:
+            return 0
+        if self._may_have_more:
+            # Older messages may be queued: they go first (FIFO), the sends are pushed.
             return 0
         room = max(0, self.runnable - self.outstanding_message_count + int(finishing))
         self._reserved += min(room, wanted)

@@ -79,6 +79,11 @@ def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def pushed(client: Any, broker: Any) -> int:
+    """Ids pushed to kit-a: on the queue, or moved off it by its consumer's waiting call."""
+    return client.llen("dramatiq:kit-a") + client.llen(broker.taken_key("kit-a"))
+
+
 def pid_of(log: Path, token: str, event: str = "start") -> int:
     (entry, *_) = wait_until(lambda: events(log, event, token), 20, token)
     return entry["pid"]
@@ -160,6 +165,7 @@ def test_closing_gives_back_claimed_messages_not_handed_out(redis_url, redis_ser
     actors = declare_actors(broker, str(log_path))
     broker.worker_threads = 2
     consumer = broker.consume("kit-a", prefetch=4, timeout=100)
+    assert next(consumer) is None  # (it has found the queue empty)
 
     # When a worker thread in its after-hooks sends a message: it is claimed
     broker.handoff.finishing("kit-a")
@@ -186,6 +192,7 @@ def test_delayed_and_outside_sends_are_never_claimed(redis_url, redis_server, lo
     actors = declare_actors(broker, str(log_path))
     broker.worker_threads = 2
     consumer = broker.consume("kit-a", prefetch=4, timeout=100)
+    assert next(consumer) is None  # (it has found the queue empty)
 
     # When a thread that is not finishing a message sends, and a finishing one sends a
     # delayed message
@@ -194,10 +201,34 @@ def test_delayed_and_outside_sends_are_never_claimed(redis_url, redis_server, lo
     actors["record"].send_with_options(args=("later",), delay=60_000)
     broker.handoff.finished()
 
-    # Then both went the usual way: the queue and the delay queue
+    # Then both went the usual way: the queue (its waiting consumer may have taken the
+    # id off it already) and the delay queue
     with redis_server.client() as client:
-        assert client.llen("dramatiq:kit-a") == 1
+        assert pushed(client, broker) == 1
         assert client.llen("dramatiq:kit-a.DQ") == 1
         assert consumer.outstanding_message_count == 0
+    consumer.close()
+    broker.close()
+
+
+def test_sends_are_pushed_while_older_messages_may_be_queued(redis_url, redis_server, log_path):
+    # Given a consumer of a worker with free threads, and a message already queued
+    broker = make_broker("frugal", redis_url)
+    actors = declare_actors(broker, str(log_path))
+    broker.worker_threads = 2
+    consumer = broker.consume("kit-a", prefetch=4, timeout=100)
+    assert next(consumer) is None  # (it has found the queue empty)
+    actors["record"].send("older")
+    consumer._may_have_more = True  # what a wake-up or a full refill tells it
+
+    # When a finishing worker thread sends a message
+    broker.handoff.finishing("kit-a")
+    actors["record"].send("newer")
+    broker.handoff.finished()
+
+    # Then it is queued behind the older one (first in, first out), not claimed
+    with redis_server.client() as client:
+        assert pushed(client, broker) == 2
+    assert consumer.outstanding_message_count == 0
     consumer.close()
     broker.close()
