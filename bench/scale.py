@@ -12,7 +12,9 @@ submits their jobs at once through the JSON API, as users do, and follows them t
 Prints, per K: wall time from submit to the last job's end against the ideal
 max(critical path, tasks x latency / (K x T)) and the efficiency (ideal / wall); with
 ``--strategy batches``, the ideal under the jobs' own batch barriers (each batch after
-the previous one, FIFO on K x T threads, no overhead); the spread of the jobs' finish
+the previous one, FIFO on K x T threads, no overhead), with flow the ideal under the
+jobs' dependencies (the engine's release rules replayed for N jobs on K x T threads,
+FIFO, no overhead); the spread of the jobs' finish
 times; billed Redis commands per task (``redis-cli monitor`` billed by ``redis-bill``:
 every command sent plus every ``redis.call`` inside a script); the peak of PostgreSQL
 connections to the database (``pg_stat_activity``, sampled every 0.2 s); the machine's
@@ -26,9 +28,11 @@ exactly one guide per task. Writes ``bench/results/scale.json``.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime as dt
 import heapq
+import itertools
 import json
 import os
 import secrets
@@ -48,8 +52,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 import psycopg  # noqa: E402
 import redis  # noqa: E402
 from redis_cost import free_port, metered, redis_server  # noqa: E402
-from sample_job import fresh_postgres  # noqa: E402
+from sample_job import _sample_nodes, fresh_postgres  # noqa: E402
 
+import pipelines  # noqa: E402
 from samples import load_sample  # noqa: E402
 
 #: The queue the sample's messages go to (settings.QUEUE_NAME's default).
@@ -96,6 +101,63 @@ def barrier_schedule(batches: list[dict[str, Any]], jobs: int, threads: int) -> 
         if index + 1 < len(units):
             heapq.heappush(ready, (done, job, index + 1))
     return end
+
+
+def flow_schedule(plan: Any, max_in_flight: int, jobs: int, threads: int) -> float:
+    """Return the makespan, in task latencies, of ``jobs`` copies of a flow job on
+    ``threads`` threads with no overhead: each job releases its units as the engine does
+    (a unit once every link into it is done, in plan order, within ``max_in_flight``
+    slots: a pipeline takes one, a group's task one each), released tasks queue first
+    come, first served for a free thread, a pipeline's next step joins the queue when its
+    previous step ends. The best the worker side can do under the jobs' dependencies.
+    """
+    gates: dict[str, list[str]] = collections.defaultdict(list)
+    for done, gated in plan.links:
+        gates[done].append(gated)
+    first = {unit.keys[0]: number for number, unit in enumerate(plan.units)}
+    waiting = [collections.Counter(gated for _, gated in plan.links) for _ in range(jobs)]
+    ready = [
+        [n for n, u in enumerate(plan.units) if not waiting[0][u.keys[0]]] for _ in range(jobs)
+    ]
+    slots = [max_in_flight] * jobs
+    queue: collections.deque[tuple[int, int, int]] = collections.deque()  # job, unit, step
+    ends: list[tuple[float, int, int, int, int]] = []  # time, tie, job, unit, step
+    tie, now, free = itertools.count(), 0.0, threads
+
+    def release(job: int) -> None:
+        took = False
+        while ready[job] and slots[job] > 0:
+            unit = plan.units[ready[job][0]]
+            cost = 1 if unit.mode == "pipeline" else len(unit.keys)
+            if took and cost > slots[job]:
+                break
+            took = True
+            number = heapq.heappop(ready[job])
+            slots[job] -= cost
+            steps = [0] if unit.mode == "pipeline" else range(len(unit.keys))
+            queue.extend((job, number, step) for step in steps)
+
+    for job in range(jobs):
+        heapq.heapify(ready[job])
+        release(job)
+    while queue or ends:
+        while queue and free:
+            job, number, step = queue.popleft()
+            free -= 1
+            heapq.heappush(ends, (now + 1, next(tie), job, number, step))
+        now, _, job, number, step = heapq.heappop(ends)
+        free += 1
+        unit = plan.units[number]
+        if unit.mode == "pipeline" and step + 1 < len(unit.keys):
+            queue.append((job, number, step + 1))
+            continue
+        slots[job] += 1
+        for gated in gates[unit.keys[step]]:
+            waiting[job][gated] -= 1
+            if not waiting[job][gated]:
+                heapq.heappush(ready[job], first[gated])
+        release(job)
+    return now
 
 
 def libpq(url: str) -> str:
@@ -357,6 +419,17 @@ def submit_and_follow(
             if job.get("strategy", "batches") == "batches"
             else None
         ),
+        "flow_ideal_s": (
+            flow_schedule(
+                sample_plan(job["strategy"], job["batch_size"]),
+                job["max_in_flight"],
+                len(job_ids),
+                k * args.threads,
+            )
+            * latency
+            if job.get("strategy") == "flow"
+            else None
+        ),
         "finish_spread_s": max(finished) - min(finished),
         "first_finish_s": min(finished) - started,
         "billed": bill["billed"],
@@ -377,7 +450,18 @@ def submit_and_follow(
     }
 
 
+def sample_plan(strategy: str, batch_size: int) -> Any:
+    """Return the engine's plan of the sample job (units and links)."""
+    return pipelines.plan(_sample_nodes(), strategy, batch_size)
+
+
 def _barrier_note(r: dict[str, Any]) -> str:
+    if r.get("flow_ideal_s"):
+        ideal = r["flow_ideal_s"]
+        return (
+            f" ideal under the jobs' dependencies {ideal:.1f} s"
+            f" (efficiency {ideal / r['wall_s']:.2f});"
+        )
     if r["barrier_ideal_s"] is None:
         return ""
     ideal = r["barrier_ideal_s"]
