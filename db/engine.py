@@ -9,7 +9,9 @@ PostgreSQL the pool is a budget (:mod:`db.pool`): sized from what the process ru
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -203,7 +205,11 @@ def session_scope() -> Iterator[orm.Session]:
 #: PostgreSQL's code for a transaction it aborted to break a deadlock.
 _DEADLOCK_DETECTED = "40P01"
 #: Tries of a transaction that PostgreSQL aborts to break a deadlock.
-DEADLOCK_TRIES = 3
+DEADLOCK_TRIES = 6
+#: Longest pause before the second try, in seconds (doubled at each further try, the
+#: actual pause drawn at random below it): the transactions that queued behind the
+#: aborted one's locks commit first, instead of meeting its next try at once.
+DEADLOCK_BACKOFF_S = 0.1
 
 
 def in_transaction(work: Callable[[orm.Session], T]) -> T:
@@ -211,7 +217,8 @@ def in_transaction(work: Callable[[orm.Session], T]) -> T:
 
     When PostgreSQL aborts it to break a deadlock (two transactions locking the same
     rows in opposite orders: a cancel against an outcome), the whole transaction runs
-    again, up to :data:`DEADLOCK_TRIES` times; its guarded updates make that safe.
+    again after a short random back-off, up to :data:`DEADLOCK_TRIES` times; its
+    guarded updates make that safe.
     """
     tries = 1
     while True:
@@ -222,6 +229,7 @@ def in_transaction(work: Callable[[orm.Session], T]) -> T:
             deadlock = getattr(error.orig, "sqlstate", None) == _DEADLOCK_DETECTED
             if not deadlock or tries >= DEADLOCK_TRIES:
                 raise
+            time.sleep(random.uniform(0, DEADLOCK_BACKOFF_S * 2 ** (tries - 1)))
             tries += 1
 
 

@@ -53,9 +53,15 @@ class Stream:
                 self.frames.append(current)
                 yield current
 
-    def events(self) -> Iterator[Frame]:
-        """Yield only real events (no comments, no bare ``retry:``)."""
-        return (f for f in self if f.comment is None and f.data)
+    def events(self, *, texts: bool = False) -> Iterator[Frame]:
+        """Yield only real events (no comments, no bare ``retry:``).
+
+        A running guide's ``guide_text`` events (no id, not stored) come only with
+        ``texts``: whether a guide streams depends on how long it takes to write.
+        """
+        return (
+            f for f in self if f.comment is None and f.data and (texts or f.event != "guide_text")
+        )
 
     def close(self) -> None:
         self.connection.close()

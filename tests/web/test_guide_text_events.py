@@ -54,7 +54,7 @@ def test_a_stream_sends_a_running_guide_as_it_grows_and_a_new_one_its_text_so_fa
         )
         # When a client follows the job for a few pieces of the guide
         first = open_stream(live.host, live.port, job_id)
-        early = guide_texts(first.events(), 3)
+        early = guide_texts(first.events(texts=True), 3)
 
         # Then they come in order, each where the text so far ends
         assert early[0]["offset"] == 0
@@ -64,7 +64,7 @@ def test_a_stream_sends_a_running_guide_as_it_grows_and_a_new_one_its_text_so_fa
 
         # And a client that connects now gets the text so far at once, after the snapshot
         second = open_stream(live.host, live.port, job_id)
-        frames = second.events()
+        frames = second.events(texts=True)
         assert next(frames).event == "snapshot"
         so_far = next(frames)
         assert so_far.event == "guide_text"
