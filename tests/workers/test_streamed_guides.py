@@ -1,6 +1,6 @@
 """Guides streamed while they are written: told to watchers, never stored, no Redis.
 
-Real worker threads run the offline generator (it streams word by word over its
+Real worker threads run the offline generator (it streams in pieces of words over its
 latency) on SQLite (the in-process signal) and PostgreSQL (NOTIFY on ``handson_text``,
 heard by the hub's LISTEN connection); on the Redis broker, ``redis-cli monitor``
 records what the server is sent meanwhile.

@@ -50,7 +50,7 @@ def coalescer(recorder: Recorder, interval_s: float = 0.1, max_chars: int = 20_0
 
 
 def test_a_fast_stream_of_pieces_is_sent_in_few_flushes_in_order_with_its_tail():
-    # Given the offline generator writing word by word over 1 s (a piece every ~5 ms)
+    # Given the offline generator writing over 1 s (a piece of words every 50 ms)
     recorder = Recorder()
     stream = coalescer(recorder, interval_s=0.1)
     started = time.monotonic()
@@ -59,8 +59,6 @@ def test_a_fast_stream_of_pieces_is_sent_in_few_flushes_in_order_with_its_tail()
     stream.close()
 
     # Then it went out in at most one flush per interval, plus the tail...
-    pieces = len(written.markdown.split())
-    assert pieces > 100
     assert 5 <= len(recorder.flushes) <= math.ceil(took / 0.1) + 1
     times = [at for at, _ in recorder.flushes]
     assert all(later - earlier >= 0.099 for earlier, later in itertools.pairwise(times[:-1]))

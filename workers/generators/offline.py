@@ -8,6 +8,7 @@ placed in Markdown text only (one line where a line is expected), never wrapped 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import random
 import re
@@ -40,6 +41,8 @@ _STEP_TEMPLATES = (
 
 #: Keywords turned into steps, at most.
 _MAX_KEYWORD_STEPS = 4
+#: Least time between two pieces of a streamed guide, in seconds (about 20 chunks a second).
+PIECE_INTERVAL_S = 0.05
 #: Longest line quoted from another guide, in characters.
 _MAX_QUOTE_CHARS = 160
 
@@ -73,7 +76,7 @@ class OfflineGenerator:
 
         Its usage is estimated from characters (marked ``estimated``): the prompt the
         OpenAI generator would send (:mod:`workers.generators.prompt`), and the guide.
-        ``on_text`` gets the guide word by word, paced over the simulated latency.
+        ``on_text`` gets the guide in pieces of whole words, paced over the simulated latency.
         """
         started = time.monotonic()
         markdown = self.write(request)
@@ -110,15 +113,21 @@ class OfflineGenerator:
 
 
 def _stream(markdown: str, latency_s: float, on_text: OnText) -> None:
-    """Hand ``markdown`` to ``on_text`` word by word, spread evenly over ``latency_s``."""
+    """Hand ``markdown`` to ``on_text`` in whole words, spread evenly over ``latency_s``.
+
+    A piece comes every :data:`PIECE_INTERVAL_S` at most (as a provider's stream chunks
+    arrive): a waking thread per word would cost the worker more CPU than the work.
+    """
     words = re.findall(r"\s*\S+", markdown) or [markdown]
     words[-1] += markdown[len("".join(words)) :]  # trailing whitespace goes with the last
-    pause = latency_s / len(words)
-    for word in words:
+    count = max(1, min(len(words), math.ceil(latency_s / PIECE_INTERVAL_S)))
+    bounds = [round(i * len(words) / count) for i in range(count + 1)]
+    pause = latency_s / count
+    for start, end in itertools.pairwise(bounds):
         if pause:
             # Paces the simulated model's words; it waits for no other work of ours.
             time.sleep(pause)
-        on_text(word)
+        on_text("".join(words[start:end]))
 
 
 def _one_line(text: str) -> str:
