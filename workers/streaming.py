@@ -2,14 +2,14 @@
 
 A generator hands every piece of text it writes to ``on_text``; sending each would cost
 a statement per token. A :class:`Coalescer` collects them and flushes what is new at
-most once per ``interval_s`` per run: when a piece arrives and the interval has passed,
-or, for the last pieces of a burst, from a one-shot timer armed when they arrive (no
-thread loops or polls). What a run streams is capped (``max_chars``); a flush is cut
-into payloads PostgreSQL accepts (:func:`db.text_stream.split`) and sent as one
-statement. The tail is flushed at the end of a run that streamed anything; a run done
-within one interval streams nothing (its outcome brings the guide at once).
+most once per ``interval_s`` per run, from a one-shot timer armed when a piece arrives
+(no thread loops or polls, and the generator's thread never waits for a flush). What
+a run streams is capped (``max_chars``); a flush is cut into payloads PostgreSQL
+accepts (:func:`db.text_stream.split`) and sent as one statement. The tail is flushed
+at the end of a run that streamed anything, before its outcome; a run done within one
+interval streams nothing (its outcome brings the guide at once).
 
-Streaming is never on the run's critical path: a flush that fails is logged at debug
+Streaming stays off the run's critical path: a flush that fails is logged at debug
 level and dropped, and the run streams nothing more (a database that fails a NOTIFY
 would slow every later flush too); the stored guide is the generator's whole text.
 """
@@ -74,28 +74,31 @@ class Coalescer:
         self._failed = False  # a flush failed: nothing more is sent
 
     def __call__(self, piece: str) -> None:
-        """Take the next piece of the guide; flush if the interval has passed."""
+        """Take the next piece of the guide; a flush follows once the interval has passed.
+
+        The flush runs on a one-shot timer's thread, never on the caller's: the
+        generator goes on writing (or reading its provider's stream) meanwhile.
+        """
         with self._lock:
             piece = piece.replace("\0", "")[: self.max_chars - self._kept]
             if self._closed or self._failed or not piece:
                 return
             self._pending.append(piece)
             self._kept += len(piece)
-            wait = self.interval_s - (time.monotonic() - self._last)
-            if wait > 0 and self._timer is None:
-                self._timer = threading.Timer(wait, self._on_timer)
+            if self._timer is None:
+                wait = self.interval_s - (time.monotonic() - self._last)
+                self._timer = threading.Timer(max(0.0, wait), self._on_timer)
                 self._timer.daemon = True
                 self._timer.start()
-        if wait <= 0:
-            self.flush()
 
     def close(self, *, flush: bool = True) -> None:
-        """Stop streaming; flush the tail when ``flush`` and an earlier flush went out."""
+        """Stop streaming; flush the tail when ``flush`` and a flush went out or was due."""
         with self._lock:
             self._cancel_timer()
             self._closed = True
             streamed = self._sent > 0  # a flush went out, or is going out now
-        if flush and streamed:
+            due = time.monotonic() - self._last >= self.interval_s  # its timer was cancelled
+        if flush and (streamed or due):
             self.flush(final=True)
 
     def flush(self, *, final: bool = False) -> None:

@@ -122,11 +122,11 @@ def _stream(markdown: str, latency_s: float, on_text: OnText) -> None:
     words[-1] += markdown[len("".join(words)) :]  # trailing whitespace goes with the last
     count = max(1, min(len(words), math.ceil(latency_s / PIECE_INTERVAL_S)))
     bounds = [round(i * len(words) / count) for i in range(count + 1)]
-    pause = latency_s / count
-    for start, end in itertools.pairwise(bounds):
-        if pause:
-            # Paces the simulated model's words; it waits for no other work of ours.
-            time.sleep(pause)
+    started = time.monotonic()
+    for piece, (start, end) in enumerate(itertools.pairwise(bounds), 1):
+        # Paces the simulated model's words against the clock (each sleep's overshoot
+        # does not add up); it waits for no other work of ours.
+        time.sleep(max(0.0, started + latency_s * piece / count - time.monotonic()))
         on_text("".join(words[start:end]))
 
 
