@@ -20,6 +20,8 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -68,7 +70,90 @@ def blocking_client(client: redis.Redis, safety_interval: float) -> redis.Redis:
     )
 
 
-class ListWaiter:
+class BlockingWait:
+    """A blocking Redis call issued on a thread and a connection of its own while armed.
+
+    Subclasses say which call (:meth:`_call`) and what a result or an error means
+    (:meth:`_on_result`, :meth:`_on_error`). Closing shuts the socket, so a call blocked
+    for any length ends at once.
+
+    Parameters:
+      client(redis.Redis): The broker's client; the wait makes its own connection like it.
+      key(str): The key the call blocks on.
+      safety_interval(float): Longest time a vanished peer goes unnoticed, in seconds
+        (TCP keepalive, no Redis command).
+      name(str): The thread's name.
+    """
+
+    def __init__(self, client: redis.Redis, key: str, *, safety_interval: float, name: str) -> None:
+        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        self.key = key
+        self._client = blocking_client(client, safety_interval)
+        self._name = name
+        self._armed = threading.Event()
+        self._closed = False
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def arm(self) -> None:
+        """Start (or keep) waiting."""
+        if self._closed:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._armed.set()
+
+    def close(self) -> None:
+        """Stop waiting: the blocked call fails at once because its socket is shut."""
+        self._closed = True
+        self._closing.set()
+        self._armed.set()
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        while True:
+            # Again until the thread is gone: it may have been about to open a new
+            # connection (or send its call) when the previous one was shut.
+            self._client.connection_pool.disconnect(inuse_connections=True)
+            thread = self._thread
+            if thread is None or thread is threading.current_thread():
+                break
+            thread.join(timeout=0.05)
+            if not thread.is_alive() or time.monotonic() > deadline:
+                break
+        self._client.close()
+
+    def _call(self) -> Any:
+        """Issue the blocking call; return its result (None: it timed out)."""
+        raise NotImplementedError
+
+    def _on_result(self, result: Any) -> None:
+        """Act on a call's result (not None)."""
+        raise NotImplementedError
+
+    def _on_error(self) -> None:
+        """Act on a failed call, before the back-off and the next try."""
+
+    def _run(self) -> None:
+        while True:
+            self._armed.wait()
+            if self._closed:
+                return
+            try:
+                result = self._call()
+            except (redis.RedisError, OSError, ValueError) as error:
+                # OSError/ValueError: redis-py reading a socket that close() just shut.
+                if self._closed:
+                    return
+                self.logger.info("Waiting on %r failed: %s; reconnecting.", self.key, error)
+                self._on_error()
+                # A back-off before reconnecting, cut short by close().
+                self._closing.wait(RECONNECT_DELAY_S)
+                continue
+            if result is not None:
+                self._on_result(result)
+
+
+class ListWaiter(BlockingWait):
     """Blocks on a Redis list while armed; moves an id to ``destination``, calls ``on_ready``.
 
     Parameters:
@@ -91,28 +176,18 @@ class ListWaiter:
         destination: str,
         timeout: float,
         safety_interval: float,
-        on_ready,
+        on_ready: Callable[[], None],
     ) -> None:
-        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
-        self.key = key
+        super().__init__(client, key, safety_interval=safety_interval, name=f"wait:{key}")
         self.destination = destination
         self.timeout = timeout
-        self._client = blocking_client(client, safety_interval)
         self._on_ready = on_ready
-        self._armed = threading.Event()
         self._ready = threading.Event()
-        self._closed = False
-        self._closing = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def arm(self) -> None:
         """Start (or keep) waiting: the next id pushed is moved to ``destination``."""
-        if self._closed or self._ready.is_set():
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"wait:{self.key}", daemon=True)
-            self._thread.start()
-        self._armed.set()
+        if not self._ready.is_set():
+            super().arm()
 
     def take_ready(self) -> bool:
         """Return True, once, when an id was moved (or an error happened: one may have been)."""
@@ -121,46 +196,16 @@ class ListWaiter:
             return True
         return False
 
-    def close(self) -> None:
-        """Stop waiting: the blocked call fails at once because its socket is shut."""
-        self._closed = True
-        self._closing.set()
-        self._armed.set()
-        deadline = time.monotonic() + CLOSE_TIMEOUT_S
-        while True:
-            # Again until the thread is gone: it may have been about to open a new
-            # connection (or send its call) when the previous one was shut.
-            self._client.connection_pool.disconnect(inuse_connections=True)
-            thread = self._thread
-            if thread is None or thread is threading.current_thread():
-                break
-            thread.join(timeout=0.05)
-            if not thread.is_alive() or time.monotonic() > deadline:
-                break
-        self._client.close()
+    def _call(self) -> Any:
+        return self._client.blmove(self.key, self.destination, self.timeout, "LEFT", "RIGHT")
 
-    def _run(self) -> None:
-        while True:
-            self._armed.wait()
-            if self._closed:
-                return
-            try:
-                found = self._client.blmove(
-                    self.key, self.destination, self.timeout, "LEFT", "RIGHT"
-                )
-            except (redis.RedisError, OSError, ValueError) as error:
-                # OSError/ValueError: redis-py reading a socket that close() just shut.
-                if self._closed:
-                    return
-                self.logger.info("Waiting on %r failed: %s; reconnecting.", self.key, error)
-                # Let the consumer fetch: it reports a lasting outage to Dramatiq's
-                # consumer thread, which restarts it.
-                self._signal()
-                # A back-off before reconnecting, cut short by close().
-                self._closing.wait(RECONNECT_DELAY_S)
-                continue
-            if found is not None:
-                self._signal()
+    def _on_result(self, result: Any) -> None:
+        self._signal()
+
+    def _on_error(self) -> None:
+        # Let the consumer fetch: it reports a lasting outage to Dramatiq's consumer
+        # thread, which restarts it.
+        self._signal()
 
     def _signal(self) -> None:
         self._armed.clear()

@@ -22,17 +22,15 @@ idle worker) and drops it otherwise; it waits for notices only while it holds no
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
-from workers.redis_waiter import CLOSE_TIMEOUT_S, RECONNECT_DELAY_S, blocking_client
+from workers.redis_waiter import BlockingWait
 
 
-class BusyWatch:
+class BusyWatch(BlockingWait):
     """Waits for busy notices while armed; calls ``on_notice(worker_id)`` for each.
 
     Parameters:
@@ -50,54 +48,13 @@ class BusyWatch:
         safety_interval: float,
         on_notice: Callable[[str], None],
     ) -> None:
-        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
-        self.key = key
-        self._client = blocking_client(client, safety_interval)
+        super().__init__(client, key, safety_interval=safety_interval, name="busy-watch")
         self._on_notice = on_notice
-        self._armed = threading.Event()
-        self._closed = False
-        self._closing = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def arm(self) -> None:
-        """Wait for the next notice (or keep waiting); disarmed again once one comes."""
-        if self._closed:
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="busy-watch", daemon=True)
-            self._thread.start()
-        self._armed.set()
+    def _call(self) -> Any:
+        return self._client.bzpopmin(self.key, 0)
 
-    def close(self) -> None:
-        """Stop waiting: the blocked call fails at once because its socket is shut."""
-        self._closed = True
-        self._closing.set()
-        self._armed.set()
-        deadline = time.monotonic() + CLOSE_TIMEOUT_S
-        while True:
-            self._client.connection_pool.disconnect(inuse_connections=True)
-            thread = self._thread
-            if thread is None or thread is threading.current_thread():
-                break
-            thread.join(timeout=0.05)
-            if not thread.is_alive() or time.monotonic() > deadline:
-                break
-        self._client.close()
-
-    def _run(self) -> None:
-        while True:
-            self._armed.wait()
-            if self._closed:
-                return
-            try:
-                found = self._client.bzpopmin(self.key, 0)
-            except (redis.RedisError, OSError, ValueError) as error:
-                if self._closed:
-                    return
-                self.logger.info("Waiting for busy notices failed: %s; reconnecting.", error)
-                self._closing.wait(RECONNECT_DELAY_S)
-                continue
-            if found:
-                self._armed.clear()
-                member = found[1]
-                self._on_notice(member.decode() if isinstance(member, bytes) else member)
+    def _on_result(self, result: Any) -> None:
+        self._armed.clear()
+        member = result[1]
+        self._on_notice(member.decode() if isinstance(member, bytes) else member)
