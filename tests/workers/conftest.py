@@ -1,11 +1,14 @@
-"""Worker-side fixtures: a real in-process worker on a fresh in-memory broker."""
+"""Worker-side fixtures: a real in-process worker on a fresh in-memory broker, and the
+Redis tests' event log and command meter."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_kit import CommandMeter
 from workerkit import Embedded, start_embedded
 
 
@@ -28,3 +31,17 @@ def embedded_factory(database_url: str) -> Iterator[Callable[..., Embedded]]:
 def embedded(embedded_factory: Callable[..., Embedded]) -> Embedded:
     """An embedded worker with the default test settings."""
     return embedded_factory()
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Path:
+    """The file the recording actors of ``redis_kit`` append their events to."""
+    return tmp_path / "events.jsonl"
+
+
+@pytest.fixture
+def meter(redis_url: str, tmp_path: Path) -> Iterator[CommandMeter]:
+    """Records every command the test Redis receives during the test."""
+    recording = CommandMeter(redis_url, tmp_path / "monitor.log")
+    yield recording
+    recording.stop()

@@ -26,7 +26,6 @@ import redis
 from dramatiq import Worker
 from redis_kit import (
     KINDS,
-    CommandMeter,
     declare_actors,
     events,
     make_broker,
@@ -58,12 +57,6 @@ class InProcess:
 def kind(request: pytest.FixtureRequest) -> str:
     """The broker under test: ``stock`` or ``frugal``."""
     return request.param
-
-
-@pytest.fixture
-def log_path(tmp_path: Path) -> Path:
-    """The file the recording actors append their events to."""
-    return tmp_path / "events.jsonl"
 
 
 @pytest.fixture
@@ -470,14 +463,6 @@ def test_an_idle_worker_process_stops_promptly_on_sigterm(
     }
     stopping = stamps["Worker has been shut down."] - stamps["Shutting down..."]
     assert stopping.total_seconds() < 0.5, stamps
-
-
-@pytest.fixture
-def meter(redis_url: str, tmp_path: Path) -> Iterator[CommandMeter]:
-    """Records every command the test Redis receives during the test."""
-    recording = CommandMeter(redis_url, tmp_path / "monitor.log")
-    yield recording
-    recording.stop()
 
 
 def test_an_idle_worker_bills_nothing_but_stock_polls(kind, start_in_process, meter):

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from redis_kit import (
-    CommandMeter,
     declare_actors,
     events,
     make_broker,
@@ -29,18 +28,6 @@ from redis_kit import (
 
 #: Fast dead-worker detection for tests: 1 s heartbeat timeout, maintenance every 300 ms.
 FAST_RECOVERY = {"heartbeat_timeout": 1_000, "maintenance_interval": 300}
-
-
-@pytest.fixture
-def log_path(tmp_path: Path) -> Path:
-    return tmp_path / "events.jsonl"
-
-
-@pytest.fixture
-def meter(redis_url: str, tmp_path: Path) -> Iterator[CommandMeter]:
-    recording = CommandMeter(redis_url, tmp_path / "monitor.log")
-    yield recording
-    recording.stop()
 
 
 @pytest.fixture

@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis_kit import (
-    CommandMeter,
     declare_actors,
     events,
     make_broker,
@@ -26,13 +24,6 @@ from redis_kit import (
 
 #: 1 s heartbeat timeout, hourly maintenance while every worker is idle.
 SETTINGS = {"heartbeat_timeout": 1_000, "maintenance_interval": 3_600_000}
-
-
-@pytest.fixture
-def meter(redis_url: str, tmp_path: Path) -> Iterator[CommandMeter]:
-    recording = CommandMeter(redis_url, tmp_path / "monitor.log")
-    yield recording
-    recording.stop()
 
 
 def parent_of(pid: int) -> int:
