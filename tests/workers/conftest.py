@@ -3,6 +3,7 @@ Redis tests' event log and command meter."""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import pytest
 from redis_kit import CommandMeter
 from workerkit import Embedded, start_embedded
+
+from workers.generators import OfflineGenerator
 
 
 @pytest.fixture
@@ -45,3 +48,17 @@ def meter(redis_url: str, tmp_path: Path) -> Iterator[CommandMeter]:
     recording = CommandMeter(redis_url, tmp_path / "monitor.log")
     yield recording
     recording.stop()
+
+
+@pytest.fixture
+def generated(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
+    """Count the generator's calls per task key."""
+    calls: collections.Counter[str] = collections.Counter()
+    original = OfflineGenerator.generate
+
+    def counting(self: OfflineGenerator, request: Any, **options: Any) -> Any:
+        calls[request.task_key] += 1
+        return original(self, request, **options)
+
+    monkeypatch.setattr(OfflineGenerator, "generate", counting)
+    return calls

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +14,6 @@ import db
 from db import ai_spend
 from db.models import HandsOn, Job
 from workers import dispatch
-from workers.generators import OfflineGenerator
 
 
 def _submit(embedded: Embedded, *keys: str) -> int:
@@ -32,17 +30,9 @@ def _submit(embedded: Embedded, *keys: str) -> int:
 
 @pytest.mark.both_strategies
 def test_a_running_job_that_reaches_the_budget_stops_releasing_work(
-    embedded_factory: Callable[..., Embedded], monkeypatch: pytest.MonkeyPatch
+    embedded_factory: Callable[..., Embedded], generated: collections.Counter[str]
 ):
     # Given guides priced cheaply so far (a first job), then at 1,000 times the prices
-    calls: collections.Counter[str] = collections.Counter()
-    original = OfflineGenerator.generate
-
-    def counting(self: OfflineGenerator, request: Any, **options: Any) -> Any:
-        calls[request.task_key] += 1
-        return original(self, request, **options)
-
-    monkeypatch.setattr(OfflineGenerator, "generate", counting)
     cheap = {"AI_PRICE_INPUT_PER_MTOK": 0.001, "AI_PRICE_OUTPUT_PER_MTOK": 0.001}
     wait_for_job(_submit(embedded_factory(threads=1, **cheap), "x0", "x1"))
     with db.session_scope() as session:
@@ -60,7 +50,7 @@ def test_a_running_job_that_reaches_the_budget_stops_releasing_work(
 
     # Then the third guide reaches the budget: the other three are never released,
     # they end cancelled with the reason, and no AI call is made for them
-    assert [calls[key] for key in keys] == [1, 1, 1, 0, 0, 0]
+    assert [generated[key] for key in keys] == [1, 1, 1, 0, 0, 0]
     assert (job["succeeded_tasks"], job["cancelled_tasks"], job["status"]) == (3, 3, "partial")
     assert [run["status"] for run in job["unreleased"]] == ["cancelled"] * 3
     assert {run["error"] for run in job["unreleased"]} == {ai_spend.BUDGET_REACHED}

@@ -10,21 +10,6 @@ from jobwatch import wait_for_job
 from workerkit import Embedded, make_project, submit
 
 from db import starts
-from workers.generators import OfflineGenerator
-
-
-@pytest.fixture
-def generated(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
-    """Count the generator's calls per task key."""
-    calls: collections.Counter[str] = collections.Counter()
-    original = OfflineGenerator.generate
-
-    def counting(self: OfflineGenerator, request: Any, **options: Any) -> Any:
-        calls[request.task_key] += 1
-        return original(self, request, **options)
-
-    monkeypatch.setattr(OfflineGenerator, "generate", counting)
-    return calls
 
 
 def _failing_start(monkeypatch: pytest.MonkeyPatch, *, times: int) -> list[int]:
