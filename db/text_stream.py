@@ -123,7 +123,34 @@ def send(deltas: Sequence[TextDelta]) -> None:
         guide_text.send(None, deltas=list(deltas))
         return
     with _autocommit(engine).connect() as connection:
-        connection.execute(_NOTIFY, {"payloads": [delta.payload() for delta in deltas]})
+        send_on(connection, deltas)
+
+
+def heard_in_order_with_commits() -> bool:
+    """Whether deltas sent by :func:`send_on` in a transaction reach every watcher before
+    that transaction's own events.
+
+    On SQLite all is in-process signals, in order. On PostgreSQL watchers in other
+    processes hear both by NOTIFY, in order; but watchers in this process hear its
+    events by the in-process signal at commit, ahead of its NOTIFYs: false when this
+    process has any (an event hub listening for guide text).
+    """
+    return get_engine().dialect.name != "postgresql" or not guide_text.receivers
+
+
+def send_on(connection: sa.Connection, deltas: Sequence[TextDelta]) -> None:
+    """Tell watchers of these deltas from the caller's transaction on ``connection``.
+
+    On PostgreSQL the one statement of :func:`send`: heard when that transaction
+    commits, before what it notifies later (its events), never on rollback. Elsewhere
+    the in-process signal, at once.
+    """
+    if not deltas:
+        return
+    if connection.dialect.name != "postgresql":
+        guide_text.send(None, deltas=list(deltas))
+        return
+    connection.execute(_NOTIFY, {"payloads": [delta.payload() for delta in deltas]})
 
 
 @dataclasses.dataclass

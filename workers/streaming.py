@@ -7,11 +7,14 @@ most once per ``interval_s`` per run, from a one-shot timer armed when a piece a
 a run streams is capped (``max_chars``); a flush is cut into payloads PostgreSQL
 accepts (:func:`db.text_stream.split`) and sent as one statement. The tail is flushed
 at the end of a run that streamed anything, before its outcome; a run done within one
-interval streams nothing (its outcome brings the guide at once).
+interval streams nothing (its outcome brings the guide at once). A worker process
+sends the tail in the transaction recording the outcome instead: no connection checked
+out for it, heard at that commit just before the outcome's event.
 
 Streaming stays off the run's critical path: a flush that fails is logged at debug
 level and dropped, and the run streams nothing more (a database that fails a NOTIFY
-would slow every later flush too); the stored guide is the generator's whole text.
+would slow every later flush too); the stored guide is the generator's whole text. (A
+tail sent with the outcome fails only where the outcome's own NOTIFY would.)
 """
 
 from __future__ import annotations
@@ -93,36 +96,62 @@ class Coalescer:
 
     def close(self, *, flush: bool = True) -> None:
         """Stop streaming; flush the tail when ``flush`` and a flush went out or was due."""
+        if not flush:
+            self._stop()
+        elif tail := self.take_tail():
+            self._deliver(tail)
+
+    def take_tail(self) -> list[TextDelta]:
+        """Stop streaming; return the tail's deltas for the caller to send instead.
+
+        What :meth:`close` would flush: nothing when no flush went out or was due (a run
+        done within one interval) or a flush failed. A flush on its way goes out first.
+        """
+        if not self._stop():
+            return []
+        with self._send_lock, self._lock:
+            delta = self._take_pending()
+        return [] if delta is None else text_stream.split(delta)
+
+    def flush(self) -> None:
+        """Send what is pending as one flush (nothing when nothing is pending or closed)."""
+        with self._send_lock:
+            with self._lock:
+                delta = None if self._closed else self._take_pending()
+            if delta is not None:
+                self._deliver(text_stream.split(delta))
+
+    def _stop(self) -> bool:
+        """Take no more pieces; return whether the tail is to go out (streamed, or due)."""
         with self._lock:
             self._cancel_timer()
             self._closed = True
             streamed = self._sent > 0  # a flush went out, or is going out now
             due = time.monotonic() - self._last >= self.interval_s  # its timer was cancelled
-        if flush and (streamed or due):
-            self.flush(final=True)
+        return streamed or due
 
-    def flush(self, *, final: bool = False) -> None:
-        """Send what is pending as one flush (nothing when nothing is pending)."""
-        with self._send_lock:
+    def _take_pending(self) -> TextDelta | None:
+        """Take what is pending as the next delta (with ``_lock`` held); None: nothing to send."""
+        if not self._pending or self._failed:
+            return None
+        delta = TextDelta(self.job_id, self.run_id, self.stream, self._sent, "".join(self._pending))
+        self._pending.clear()
+        self._sent = delta.end
+        self._last = time.monotonic()
+        self._cancel_timer()
+        return delta
+
+    def _deliver(self, deltas: list[TextDelta]) -> None:
+        """Send one flush's deltas; on failure, stream nothing more (never the run's failure)."""
+        try:
+            self._send(deltas)
+        except Exception as error:  # drop it, stream no more
+            logger.debug("Dropped a flush of run %s's guide: %s", self.run_id, error)
             with self._lock:
-                if not self._pending or self._failed or (self._closed and not final):
-                    return
-                delta = TextDelta(
-                    self.job_id, self.run_id, self.stream, self._sent, "".join(self._pending)
-                )
-                self._pending.clear()
-                self._sent = delta.end
-                self._last = time.monotonic()
-                self._cancel_timer()
-            try:
-                self._send(text_stream.split(delta))
-            except Exception as error:  # never the run's failure: drop it, stream no more
-                logger.debug("Dropped a flush of run %s's guide: %s", self.run_id, error)
-                with self._lock:
-                    self._failed = True
-                return
-            with self._lock:
-                self.flushes += 1
+                self._failed = True
+            return
+        with self._lock:
+            self.flushes += 1
 
     def _on_timer(self) -> None:
         with self._lock:
@@ -137,11 +166,18 @@ class Coalescer:
 
 
 @contextlib.contextmanager
-def guide_stream(job_id: int | None, run_id: int, settings: Settings) -> Iterator[OnText | None]:
+def guide_stream(
+    job_id: int | None, run_id: int, settings: Settings, *, tail: list[TextDelta] | None = None
+) -> Iterator[OnText | None]:
     """Yield the ``on_text`` that streams run ``run_id``'s guide, or None when off.
 
     Streaming is off with ``GUIDE_STREAM_INTERVAL_MS`` 0 and for a run of no known job.
-    The tail is flushed when the block ends normally; after an error nothing more is sent.
+    The tail is flushed when the block ends normally or, given a ``tail`` list, added
+    to it for the caller to send in the transaction recording the run's outcome (with
+    :func:`db.text_stream.send_on`: no connection of its own), where that keeps it
+    ahead of the outcome's event for every watcher
+    (:func:`db.text_stream.heard_in_order_with_commits`). After an error nothing more
+    is sent.
     """
     if job_id is None or settings.GUIDE_STREAM_INTERVAL_MS <= 0:
         yield None
@@ -157,4 +193,7 @@ def guide_stream(job_id: int | None, run_id: int, settings: Settings) -> Iterato
     except BaseException:
         coalescer.close(flush=False)
         raise
-    coalescer.close()
+    if tail is not None and text_stream.heard_in_order_with_commits():
+        tail.extend(coalescer.take_tail())
+    else:
+        coalescer.close()

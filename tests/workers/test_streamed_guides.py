@@ -17,14 +17,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from jobwatch import wait_for_job
 from redis_kit import CommandMeter
 from sqlalchemy import event
-from workerkit import Embedded, fast_settings, make_project
+from workerkit import Embedded, fast_settings, make_project, start_embedded
 
 import db
-from db import listen, text_stream
+from db import jobs, listen, notify, text_stream
 from db.models import Event, HandsOn, TaskRun
 from db.text_stream import TextDelta
 from workers import broker as worker_setup
@@ -40,15 +41,21 @@ INTERVAL_MS = 200
 def counting() -> Iterator[dict[str, Any]]:
     """Count the statements the engine sends (not those of :func:`wait_for_job`'s watcher)
     and the pool checkouts (each one pings the server first) while the block runs."""
-    counts: dict[str, Any] = {"statements": collections.Counter(), "checkouts": 0}
+    counts: dict[str, Any] = {
+        "statements": collections.Counter(),
+        "checkouts": 0,
+        "in_transaction": collections.Counter(),  # those not autocommitted alone
+    }
 
     def watcher() -> bool:
         # It reads events as often as it is woken: timing, not a cost per task.
         return threading.current_thread().name.endswith("(consume)")
 
-    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+    def record(conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
         if not watcher():
             counts["statements"][statement] += 1
+            if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                counts["in_transaction"][statement] += 1
 
     def checkout(*_args: Any) -> None:
         if not watcher():
@@ -138,6 +145,77 @@ def test_a_running_guide_is_told_in_coalesced_deltas_and_never_stored(
         assert streamed["counts"]["checkouts"] - quiet["counts"]["checkouts"] == flushes
     else:
         assert not added
+
+
+def test_a_worker_process_sends_each_tail_with_its_outcome_heard_before_its_event(
+    postgres_url: str,
+):
+    # Given worker threads in a process with no watcher of its own (as `dramatiq workers`
+    # runs), and a watcher elsewhere: a LISTEN connection of its own, as a web process has
+    listen.close_hub()
+    embedded = start_embedded(
+        postgres_url,
+        threads=2,
+        GENERATOR="offline",
+        GENERATOR_LATENCY_MS=LATENCY_MS,
+        GUIDE_STREAM_INTERVAL_MS=INTERVAL_MS,
+    )
+    url = db.get_engine().url.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        with psycopg.connect(url, autocommit=True) as watcher, counting() as counts:
+            watcher.execute(f"LISTEN {notify.CHANNEL}")
+            watcher.execute(f"LISTEN {text_stream.CHANNEL}")
+            job_id = dispatch.submit(
+                make_project("api", "docs"), batch_size=5, max_batch_size=50, max_tasks=9
+            )
+            heard = hear_until_finished(watcher, job_id)
+    finally:
+        embedded.worker.stop()
+        embedded.broker.close()
+
+    # Then each run's guide came whole, and every piece of it before its outcome's event
+    deltas = [item for item in heard if isinstance(item, TextDelta)]
+    outcomes = outcome_seqs(job_id)
+    assert {d.run_id for d in deltas} == set(outcomes)
+    for run_id, seq in outcomes.items():
+        assert heard_before(heard, run_id, seq)
+    # And each run's tail went in the transaction recording its outcome: the other
+    # flushes are a statement on a connection of their own, the tails are not
+    notify_text = next(s for s in counts["statements"] if "pg_notify('handson_text'" in s)
+    assert counts["statements"][notify_text] == len(deltas)
+    assert 1 <= counts["in_transaction"][notify_text] <= len(outcomes)
+
+
+def hear_until_finished(watcher: psycopg.Connection, job_id: int) -> list[Any]:
+    """Return what ``watcher`` heard of the job, in order (deltas, event seqs), to its end."""
+    heard: list[Any] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for note in watcher.notifies(timeout=1, stop_after=1):
+            if note.channel == text_stream.CHANNEL:
+                heard.append(TextDelta.parse(note.payload))
+            elif note.payload.startswith(f"{job_id}:"):
+                heard.append(int(note.payload.partition(":")[2]))
+                if jobs.snapshot(job_id)["status"] in ("succeeded", "partial", "failed"):
+                    return heard
+    raise AssertionError(f"job {job_id} did not end in 60 s")
+
+
+def outcome_seqs(job_id: int) -> dict[int, int]:
+    """Return the seq of each run's ``task_succeeded`` event."""
+    with db.session_scope() as session:
+        rows = session.execute(
+            sa.select(Event.seq, Event.payload).where(
+                Event.job_id == job_id, Event.type == "task_succeeded"
+            )
+        ).all()
+    return {payload["run"]: seq for seq, payload in rows}
+
+
+def heard_before(heard: list[Any], run_id: int, outcome_seq: int) -> bool:
+    """Whether every delta of the run came before the first wake-up up to its outcome."""
+    told = next(i for i, item in enumerate(heard) if isinstance(item, int) and item >= outcome_seq)
+    return not any(isinstance(item, TextDelta) and item.run_id == run_id for item in heard[told:])
 
 
 def test_streaming_a_guide_sends_no_redis_command(redis_url, postgres_url, tmp_path):

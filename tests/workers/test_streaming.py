@@ -117,6 +117,33 @@ def test_the_tail_goes_out_when_the_end_comes_during_the_first_flush():
     assert [d.text for d in recorder.deltas] == ["Hello", " world"]
 
 
+def test_the_tail_can_be_taken_to_go_with_the_outcome():
+    # Given a run whose first flush went out, with one more piece pending
+    recorder = Recorder()
+    stream = coalescer(recorder, interval_s=0.05)
+    time.sleep(0.06)  # the generator's pace, not a wait for our work
+    stream("Hello")
+    assert recorder.sent.wait(5)
+    stream(" world")
+
+    # When the guide ends and its tail is taken (to be sent with the run's outcome)
+    tail = stream.take_tail()
+    stream("late")
+
+    # Then the tail is the pending text where the first flush ended, and it was not sent
+    assert tail == [TextDelta(7, 3, stream.stream, 5, " world")]
+    assert [d.text for d in recorder.deltas] == ["Hello"]
+    assert stream.take_tail() == []
+
+
+def test_a_guide_written_within_one_interval_has_no_tail_to_take():
+    recorder = Recorder()
+    stream = coalescer(recorder, interval_s=5)
+    OfflineGenerator().generate(REQUEST, on_text=stream)
+    assert stream.take_tail() == []
+    assert recorder.flushes == []
+
+
 def test_a_guide_written_within_one_interval_is_not_streamed():
     recorder = Recorder()
     stream = coalescer(recorder, interval_s=5)

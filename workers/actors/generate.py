@@ -9,7 +9,8 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 from sqlalchemy import orm
 
-from db import guides, progress, session_scope
+from db import guides, progress, session_scope, text_stream
+from db.text_stream import TextDelta
 from settings import Settings, get_settings
 from workers import broker, streaming
 from workers.generators import get_generator
@@ -45,19 +46,23 @@ def generate_hands_on(task_run_id: int, previous_guide: str | None = None) -> st
         with session_scope() as session:
             request = guides.read_request(session, task_run_id)
     request = dataclasses.replace(request, previous_guide=previous_guide)
-    with streaming.guide_stream(request.job_id, task_run_id, settings) as on_text:
+    # In a worker the stream's tail may go with the outcome: no connection of its own.
+    tail: list[TextDelta] | None = [] if in_worker else None
+    with streaming.guide_stream(request.job_id, task_run_id, settings, tail=tail) as on_text:
         written = _written(generator.generate(request, on_text=on_text), generator.name)
     markdown = written.markdown[: settings.MAX_GUIDE_CHARS]
     usage = _priced(written.usage, settings)
     message = CurrentMessage.get_current_message()
     next_step = message is not None and message.options.get("pipe_target")
-    if in_worker and not next_step:
-        # Stored with the outcome. A pipeline's next step instead needs it stored now:
-        # that step is sent before this outcome is recorded, and reads it.
-        write_with_outcome(_storing(task_run_id, markdown, generator.name, usage))
-    else:
-        guides.save_guide(task_run_id, markdown, generator.name, usage)
-    if in_worker:
+    guide = (task_run_id, markdown, generator.name, usage)
+    if not in_worker or next_step:
+        # A pipeline's next step needs it stored now: that step is sent before this
+        # outcome is recorded, and reads it. Elsewhere it is stored with the outcome.
+        guides.save_guide(*guide)
+    if tail is not None:  # in a worker
+        unstored = None if next_step else guide
+        if tail or unstored:
+            write_with_outcome(_with_outcome(tail, unstored))
         spend_with_outcome(usage)  # the job's totals move with the outcome, once
     return markdown if next_step else None
 
@@ -79,12 +84,18 @@ def _priced(usage: Usage, settings: Settings) -> Usage:
     )
 
 
-def _storing(run_id: int, markdown: str, generator_name: str, usage: Usage) -> progress.Write:
-    """Return the write that stores the guide in the transaction recording the outcome."""
+def _with_outcome(
+    tail: list[TextDelta], guide: tuple[int, str, str, Usage] | None
+) -> progress.Write:
+    """Return the write that rides in the outcome's transaction: the stream's tail, then
+    the guide (``(run_id, markdown, generator_name, usage)``) unless it is stored already."""
 
-    def store(session: orm.Session) -> None:
-        # A run that is gone has no outcome to record either: nothing to store then.
-        with contextlib.suppress(guides.RunNotFoundError):
-            guides.store_guide(session.connection(), run_id, markdown, generator_name, usage)
+    def write(session: orm.Session) -> None:
+        connection = session.connection()
+        text_stream.send_on(connection, tail)  # heard at commit, before the outcome's event
+        if guide is not None:
+            # A run that is gone has no outcome to record either: nothing to store then.
+            with contextlib.suppress(guides.RunNotFoundError):
+                guides.store_guide(connection, *guide)
 
-    return store
+    return write
