@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -11,6 +12,7 @@ from sqlalchemy import orm
 import errors
 from db.engine import statements_committing_alone, upsert_insert
 from db.models import HandsOn, Project, Task, TaskRun, task_dependencies, utcnow
+from db.run_reads import Row, RunRead
 
 
 class RunNotFoundError(errors.NotFoundError):
@@ -83,6 +85,7 @@ REQUEST_OF_RUN = (
         TaskRun.job_id,
         _dependency.title.label("dependency_title"),
         HandsOn.markdown.label("dependency_guide"),
+        _dependency.position.label("dependency_position"),
     )
     .join(TaskRun, TaskRun.task_id == Task.id)
     .join(Project, Project.id == Task.project_id)
@@ -99,30 +102,44 @@ def read_request(
 ) -> GuideRequest:
     """Build the generator's request for a task run, with its dependencies' guides.
 
-    One query, on the caller's connection (right after the run is marked started: see
-    :func:`db.starts.start_run`).
+    One query, on the caller's connection (:data:`REQUEST` reads the same within a
+    run's start: see :func:`db.starts.start_run`).
 
     Raises:
       RunNotFoundError: when the run is gone.
     """
-    rows = session.connection().execute(REQUEST_OF_RUN, {"run_id": run_id}).all()
+    rows = session.connection().execute(REQUEST_OF_RUN, {"run_id": run_id}).mappings().all()
     if not rows:
         raise RunNotFoundError(f"task run {run_id} does not exist")
+    return dataclasses.replace(request_of_rows(rows), previous_guide=previous_guide)
+
+
+def request_of_rows(rows: Sequence[Row]) -> GuideRequest:
+    """Return the request that rows of :data:`REQUEST_OF_RUN` describe, in their order.
+
+    Raises:
+      RunNotFoundError: when there are none (the run is gone).
+    """
+    if not rows:
+        raise RunNotFoundError("the task run does not exist")
     task = rows[0]
     return GuideRequest(
-        project_name=task.name or "",
-        project_description=task.project_description or "",
-        task_key=task.key,
-        task_title=task.title,
-        task_description=task.description,
+        project_name=task["name"] or "",
+        project_description=task["project_description"] or "",
+        task_key=task["key"],
+        task_title=task["title"],
+        task_description=task["description"],
         dependencies=tuple(
-            Dependency(row.dependency_title, row.dependency_guide)
+            Dependency(row["dependency_title"], row["dependency_guide"])
             for row in rows
-            if row.dependency_title is not None
+            if row["dependency_title"] is not None
         ),
-        previous_guide=previous_guide,
-        job_id=task.job_id,
+        job_id=task["job_id"],
     )
+
+
+#: What the generation actor reads when its run starts (its ``prepare_run``).
+REQUEST = RunRead(REQUEST_OF_RUN, request_of_rows, order_by=("dependency_position",))
 
 
 def save_guide(run_id: int, markdown: str, generator: str, usage: Usage = NO_USAGE) -> None:

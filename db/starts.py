@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +29,7 @@ from db.models import (
     task_dependencies,
     utcnow,
 )
+from db.run_reads import RunRead
 
 #: Final states a dependency may end in that make its dependents pointless.
 _NOT_SUCCEEDED = (RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.CANCELLED)
@@ -104,19 +106,53 @@ def _start_announced(
     """Start the run and announce it in one autocommitted statement (PostgreSQL).
 
     The job's row is locked only while that statement runs, instead of across three
-    round trips. Returns None when the run did not start (the caller finds out why).
+    round trips; a ``prepare`` that is a :class:`~db.run_reads.RunRead` is read in it
+    too. Returns None when the run did not start (the caller finds out why).
     """
+    read = prepare if isinstance(prepare, RunRead) else None
+    statement = START_AND_ANNOUNCE if read is None else start_and_read(read)
     with statements_committing_alone() as connection:
-        started = connection.execute(
-            START_AND_ANNOUNCE, {"run_id": run_id, "now": utcnow()}
-        ).one_or_none()
-        if started is None:
+        rows = connection.execute(statement, {"run_id": run_id, "now": utcnow()}).all()
+        if not rows:
             return None
-        notify.announce(started.job_id, started.event_seq)
+        notify.announce(rows[0].job_id, rows[0].event_seq)
+        if read is not None:
+            return Started(Start.RUN, prepared=read.parse(_read_rows(rows)))
         if prepare is None:
             return Started(Start.RUN)
         with orm.Session(bind=connection) as session:
             return Started(Start.RUN, prepared=prepare(session, run_id))
+
+
+#: Prefix of a riding read's columns in the start's statement.
+_READ = "read_"
+
+
+@functools.lru_cache(maxsize=8)
+def start_and_read(read: RunRead) -> sa.Select[Any]:
+    """Return :data:`START_AND_ANNOUNCE` with ``read``'s rows joined on, built once per read.
+
+    Its side effects run once, whatever the number of rows. The join is an outer one:
+    a start never goes unseen for want of rows to read. (Its parameters are those of
+    :data:`START_AND_ANNOUNCE`: compile it ahead the same way.)
+    """
+    announced = START_AND_ANNOUNCE.cte("announced")
+    rows = read.select.order_by(None).subquery("read")
+    return (
+        sa.select(announced, *(column.label(_READ + column.key) for column in rows.c))
+        .select_from(announced)
+        .outerjoin(rows, sa.true())
+        .order_by(*(rows.c[name] for name in read.order_by))
+    )
+
+
+def _read_rows(rows: Sequence[sa.Row[Any]]) -> list[dict[str, Any]]:
+    """Return the riding read's part of the start's rows (none when it found nothing)."""
+    parts = [
+        {key[len(_READ) :]: value for key, value in row._mapping.items() if key.startswith(_READ)}
+        for row in rows
+    ]
+    return [part for part in parts if any(value is not None for value in part.values())]
 
 
 def _failed_dependencies(job_id: Any, task_id: Any) -> sa.Select[tuple[str]]:

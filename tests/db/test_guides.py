@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from test_progress_cost import counting_statements
 from workerkit import make_project
 
 import db
-from db import guides, jobs
-from db.models import Task, TaskRun
+from db import guides, jobs, progress, starts
+from db.models import RunStatus, Task, TaskRun
 
 
 def runs_by_key(job_id: int) -> dict[str, int]:
@@ -55,6 +56,43 @@ def test_a_request_has_its_task_and_every_dependency_in_project_order(database_u
     ]
     assert dependent.previous_guide == "# previous"
     assert (alone.task_key, alone.dependencies, alone.previous_guide) == ("a", (), None)
+
+
+def test_a_run_reads_its_request_within_its_start_in_one_statement(database_url: str):
+    # Given "c" depending on "b" (which has a guide) and "a" (which has none)
+    db.configure(database_url)
+    project_id = make_project(
+        {"key": "a", "title": "Alpha"},
+        {"key": "b", "title": "Beta"},
+        {"key": "c", "title": "Gamma", "depends_on": ["b", "a"]},
+        name="Shop",
+    )
+    job_id = jobs.create_job(project_id, batch_size=5, max_batch_size=50, max_tasks=10).job_id
+    runs = runs_by_key(job_id)
+    guides.save_guide(runs["b"], "# Beta guide", "offline")
+    progress.record_outcome(runs["a"], RunStatus.SUCCEEDED)
+    progress.record_outcome(runs["b"], RunStatus.SUCCEEDED)
+
+    # When "c" starts, reading its request as the generation actor does
+    with counting_statements() as statements:
+        started = starts.start_run(runs["c"], guides.REQUEST)
+
+    # Then it read what the request read on its own reads, dependencies in order...
+    assert started.decision is starts.Start.RUN
+    assert started.prepared == read(runs["c"])
+    assert [(d.title, d.guide) for d in started.prepared.dependencies] == [
+        ("Alpha", None),
+        ("Beta", "# Beta guide"),
+    ]
+    # ...on PostgreSQL within the start's own statement (one round trip)
+    if db.get_engine().dialect.name == "postgresql":
+        assert len(statements) == 1
+    # And a run with no dependency reads its task alone; a redelivery reads nothing
+    alone = jobs.create_job(make_project("solo"), batch_size=5, max_batch_size=50, max_tasks=10)
+    solo = runs_by_key(alone.job_id)["solo"]
+    assert starts.start_run(solo, guides.REQUEST).prepared == read(solo)
+    progress.record_outcome(solo, RunStatus.SUCCEEDED)
+    assert starts.start_run(solo, guides.REQUEST).prepared is None
 
 
 def test_a_run_that_is_gone_has_no_request_and_no_guide(database_url: str):

@@ -30,7 +30,7 @@ _settings = get_settings()
     throws=(PermanentGeneratorError, guides.RunNotFoundError),
     progress=True,
     ai_limited=True,
-    prepare_run=guides.read_request,
+    prepare_run=guides.REQUEST,
 )
 def generate_hands_on(task_run_id: int, previous_guide: str | None = None) -> str | None:
     """Generate and store the guide of one task run.

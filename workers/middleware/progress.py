@@ -91,8 +91,9 @@ class Progress(Middleware):
 
     Actors opt in with ``progress=True``; their first argument is the task run id. An
     actor may also give ``prepare_run=f``: ``f(session, run_id)`` runs when the run is
-    marked started, and the actor reads its result with :func:`prepared`. Its last
-    write may go with the outcome: :func:`write_with_outcome`.
+    marked started (in the start's own statement on PostgreSQL when ``f`` is a
+    :class:`db.run_reads.RunRead`), and the actor reads its result with
+    :func:`prepared`. Its last write may go with the outcome: :func:`write_with_outcome`.
     """
 
     def __init__(self) -> None:
