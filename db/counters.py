@@ -87,6 +87,9 @@ COUNT_IN_JOB = (
         current_batch=sa.func.coalesce(
             sa.bindparam("next_batch_index", type_=sa.Integer), Job.current_batch
         ),
+        ready_waiting=sa.func.coalesce(
+            sa.bindparam("ready_left", type_=sa.Boolean), Job.ready_waiting
+        ),
     )
     .returning(
         Job.event_seq,
@@ -104,17 +107,6 @@ COUNT_IN_JOB = (
         Job.cost,
     )
 )
-
-
-def count_in_batch(
-    session: orm.Session, batch_id: int, counts: collections.Counter[str], now: Any
-) -> tuple[sa.Row[Any], bool]:
-    """Move the batch's counters; return its row and whether this change completed it."""
-    added = sum(counts.values())
-    parameters = {**increments(batch_id, counts), "now": now}
-    batch = session.connection().execute(COUNT_IN_BATCH, parameters).one()
-    crossed = batch.done - added < batch.total <= batch.done
-    return batch, crossed and batch.status == BatchStatus.COMPLETED
 
 
 def count_in_job(
@@ -139,6 +131,7 @@ def count_in_job(
         "add_in_flight": released.slots,
         "add_batches": released.batches,
         "next_batch_index": released.last_index,
+        "ready_left": released.ready_left,
         **spend_increments(spent),
     }
     connection = session.connection()

@@ -185,6 +185,9 @@ class Job(Base):
     max_in_flight: Mapped[int]
     #: Units queued or running now; moved under the job's row lock.
     in_flight: Mapped[int] = mapped_column(default=0)
+    #: True when a ready unit may be waiting for a free slot: an outcome that frees a
+    #: slot but makes nothing ready looks for ready units only then (under the row's lock).
+    ready_waiting: Mapped[bool] = mapped_column(default=False)
     max_retries: Mapped[int | None]
     total_tasks: Mapped[int]
     #: Batches released so far (a batch is made when its work is released).

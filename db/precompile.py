@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from db import counters, events, guides, progress, release, starts
+from db import counters, events, guides, handover, progress, release, starts
 from db.engine import get_engine
 from db.models import RunStatus, utcnow
 
@@ -25,6 +25,7 @@ def compile_ahead() -> None:
         "add_in_flight": 0,
         "add_batches": 0,
         "next_batch_index": None,
+        "ready_left": None,
         **counters.spend_increments(None),
     }
     run = {"run_id": -1, "now": now}
@@ -37,7 +38,7 @@ def compile_ahead() -> None:
         (counters.COUNT_IN_BATCH, {**nothing_counted, "now": now}),
         (counters.COUNT_IN_JOB, {**job_counts, "new_events": 0}),
         (release.UNLINK, {"ended": [-1]}),
-        (release.FREE_SLOTS, {"job_id": -1, "freed": 0, "month_start": now}),
+        (release.FREE_SLOTS, release.free_slots_parameters(-1, 0, now)),
         (release.READY_RUNS, {"job_id": -1, "limit": 1}),
         (release.QUEUE_RUN, {"run_id": -1, "into_batch": -1, "at": 0, "now": now}),
         (events.RESERVE_SEQ, {"job_id": -1, "count": 0}),
@@ -48,6 +49,10 @@ def compile_ahead() -> None:
     statements.append((guides.upsert_guide(engine.dialect.name), guide))
     if engine.dialect.name == "postgresql":
         statements.append((starts.START_AND_ANNOUNCE, run))
+        counted = {**nothing_counted, "now": now, "ended": [-1]}
+        statements.append((handover.counted_unlinked_freed(False), counted))
+        freeing = release.free_slots_parameters(-1, 1, now)
+        statements.append((handover.counted_unlinked_freed(True), {**counted, **freeing}))
         for count in (1, 2, 3):  # the events of a plain outcome; of one completing a batch
             described: dict[str, Any] = {}
             for i in range(count):

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from db import counters, events, release
+from db import counters, events, handover, release
 from db.engine import in_transaction, session_scope
 from db.guides import Usage
 from db.models import (
@@ -146,19 +146,29 @@ def finish(
             skip = {"run": skipped.id, "task": skipped.task_id, "error": PIPELINE_SKIP}
             new_events.append(("task_skipped", skip))
 
-    batch, completed = counters.count_in_batch(session, run.batch_id, counts, now)
-    if completed:
-        new_events.append(("batch_completed", counters.batch_payload(batch)))
-    became_ready = release.unlink(session, [row.id for row in ended])
-    freed = sum(1 for row in ended if row.frees_slot)
+    counted = handover.count_and_unlink(
+        session,
+        batch_id=run.batch_id,
+        job_id=run.job_id,
+        ended=[row.id for row in ended],
+        counts=counts,
+        freed=sum(1 for row in ended if row.frees_slot),
+        now=now,
+    )
+    if counted.completed:
+        new_events.append(("batch_completed", counters.batch_payload(counted.batch)))
     released = release.NOTHING
-    if freed or became_ready:
+    if counted.job is not None:
         spending = 0.0 if spent is None else spent.cost
-        released = release.release(session, run.job_id, freed=freed, now=now, spending=spending)
+        released = release.release_locked(
+            session, run.job_id, counted.job, now=now, spending=spending, look=counted.became_ready
+        )
         counts[RunStatus.CANCELLED] += released.cancelled
         new_events.extend(released.events)
 
-    job = counters.count_in_job(session, run.job_id, counts, completed, released, new_events, spent)
+    job = counters.count_in_job(
+        session, run.job_id, counts, counted.completed, released, new_events, spent
+    )
     job_status = None
     if job.done_tasks - sum(counts.values()) < job.total_tasks <= job.done_tasks:
         job_status = counters.finalize(session, run.job_id, now)

@@ -2,15 +2,19 @@
 
 A job's plan (``pipelines.plan``) gives units (a single task, a group of tasks, or a
 pipeline) and links (``run_links``: when a run ends, the unit starting with the linked
-run waits for one less). An outcome that ends runs :func:`unlink`\\ s them; then
-:func:`release` takes the ready units, in plan order, while the job has free slots
-(``max_in_flight``), and writes each release as a batch: the ready single tasks as
-one ``group``, each pipeline as its own. Both strategies run here: ``batches`` is the
-plan whose every unit is linked to all runs of the unit before.
+run waits for one less). An outcome that ends runs :func:`unlink`\\ s them and frees
+their slots (:data:`FREE_SLOTS`); then :func:`release_locked` takes the ready units, in
+plan order, while the job has free slots (``max_in_flight``), and writes each release
+as a batch: the ready single tasks as one ``group``, each pipeline as its own. Both
+strategies run here: ``batches`` is the plan whose every unit is linked to all runs of
+the unit before.
 
-:func:`release` locks the job's row first, so two outcomes of one job release one
+Freeing slots locks the job's row first, so two outcomes of one job release one
 after the other: a unit is released once and ``in_flight`` never passes
 ``max_in_flight``. Its cost is bounded by the units it releases, not by the job's size.
+The job's ``ready_waiting`` flag, read under that lock, says whether a release left
+ready units behind for want of a slot: an outcome that makes nothing ready looks for
+ready units only then, so most outcomes inside a batch release nothing at no query.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class Released:
     last_index: int | None = None
     #: Runs never released that the monthly AI budget cancelled (their job stopped).
     cancelled: int = 0
+    #: Whether ready units are left waiting for a slot; None: unchanged (nothing looked).
+    ready_left: bool | None = None
 
     @property
     def batches(self) -> int:
@@ -68,7 +74,7 @@ UNLINK = (
 #: with a budget, also reads the month's AI spend (no statement more).
 FREE_SLOTS = (
     sa.update(Job)
-    .where(Job.id == sa.bindparam("job_id"))
+    .where(Job.id == sa.bindparam("of_job"))
     .values(in_flight=Job.in_flight - sa.bindparam("freed"))
     .returning(
         Job.status,
@@ -76,6 +82,7 @@ FREE_SLOTS = (
         Job.max_in_flight,
         Job.total_batches,
         Job.max_retries,
+        Job.ready_waiting,
         Job.ai_budget,
         sa.case((Job.ai_budget.is_(None), None), else_=ai_spend.MONTH_SPEND).label("spent"),
     )
@@ -146,26 +153,59 @@ def release(
     Locks the job's row (first, for the whole transaction). The caller adds
     ``Released.slots`` to the job's ``in_flight`` and ``Released.batches`` to its
     ``total_batches`` (:func:`record`, or the outcome's counter update), counts
-    ``Released.cancelled``, stores ``Released.events``, and sends ``Released.dispatches``
-    after commit. A job whose monthly AI budget is reached (``spending``: what the
-    caller's transaction adds to the month) releases nothing more: its waiting runs are
+    ``Released.cancelled``, stores ``Released.events``, sets the job's ``ready_waiting``
+    to ``Released.ready_left`` (unless None), and sends ``Released.dispatches`` after
+    commit. A job whose monthly AI budget is reached (``spending``: what the caller's
+    transaction adds to the month) releases nothing more: its waiting runs are
     cancelled, its running ones finish.
     """
-    connection = session.connection()
-    parameters = {"job_id": job_id, "freed": freed, "month_start": ai_spend.month_start(now)}
-    job = connection.execute(FREE_SLOTS, parameters).one()
+    job = free_slots(session.connection(), job_id, freed=freed, now=now)
+    return release_locked(session, job_id, job, now=now, spending=spending, look=True)
+
+
+def free_slots(connection: sa.Connection, job_id: int, *, freed: int, now: Any) -> sa.Row[Any]:
+    """Free ``freed`` slots of the job and lock its row; return it (:data:`FREE_SLOTS`)."""
+    return connection.execute(FREE_SLOTS, free_slots_parameters(job_id, freed, now)).one()
+
+
+def free_slots_parameters(job_id: int, freed: int, now: Any) -> dict[str, Any]:
+    """Parameters of :data:`FREE_SLOTS`."""
+    # Not "job_id": in the outcome's one statement (db.handover) a parameter named as a
+    # column of the rows it updates would become one more SET clause.
+    return {"of_job": job_id, "freed": freed, "month_start": ai_spend.month_start(now)}
+
+
+def release_locked(
+    session: orm.Session,
+    job_id: int,
+    job: sa.Row[Any],
+    *,
+    now: Any,
+    spending: float = 0.0,
+    look: bool,
+) -> Released:
+    """Release the job's ready units into its free slots; ``job`` is its locked row.
+
+    ``look``: a unit may have become ready. Without it, only units that the job's
+    ``ready_waiting`` flag says were left waiting can go, and no query looks for them
+    when the flag is unset. See :func:`release` for what the caller does with the result.
+    """
     if job.status != JobStatus.RUNNING:
         return NOTHING
     if job.ai_budget is not None and job.spent + spending >= job.ai_budget:
-        return _stop_at_budget(connection, job_id, now)
+        return _stop_at_budget(session.connection(), job_id, now)
+    if not (look or job.ready_waiting):
+        return NOTHING
     free = job.max_in_flight - job.in_flight
     if free <= 0:
-        return NOTHING
-    runs = connection.execute(READY_RUNS, {"job_id": job_id, "limit": free}).all()
+        return Released(ready_left=True) if look else NOTHING
+    # One unit more than can go: whether it comes back tells if ready units are left.
+    runs = session.connection().execute(READY_RUNS, {"job_id": job_id, "limit": free + 1}).all()
     if not runs:
-        return NOTHING
+        return Released(ready_left=False)
     taken = _within(runs, free)
-    return _write(session, job_id, taken, job.total_batches, job.max_retries, now)
+    left = len(taken) < len({run.unit for run in runs})
+    return _write(session, job_id, taken, job.total_batches, job.max_retries, now, left)
 
 
 def _stop_at_budget(connection: sa.Connection, job_id: int, now: Any) -> Released:
@@ -178,7 +218,7 @@ def _stop_at_budget(connection: sa.Connection, job_id: int, now: Any) -> Release
         for run in stopped
     ]
     reached = ("budget_reached", {"cancelled_tasks": len(stopped)})
-    return Released(events=(reached, *cancelled), cancelled=len(stopped))
+    return Released(events=(reached, *cancelled), cancelled=len(stopped), ready_left=False)
 
 
 def _within(runs: Sequence[sa.Row[Any]], free: int) -> list[list[sa.Row[Any]]]:
@@ -206,10 +246,12 @@ def _write(
     released_before: int,
     max_retries: int | None,
     now: Any,
+    left: bool,
 ) -> Released:
     """Write the batches of ``units``: the group units as one group, each pipeline alone.
 
-    The batches are numbered in plan order of their first unit.
+    The batches are numbered in plan order of their first unit; ``left``: ready units
+    that did not fit wait for a slot.
     """
     groups = [unit for unit in units if unit[0].unit_mode == GROUP]
     pipelined = [unit for unit in units if unit[0].unit_mode == PIPELINE]
@@ -262,6 +304,7 @@ def _write(
         events=started,
         slots=sum(1 if unit[0].unit_mode == PIPELINE else len(unit) for unit in units),
         last_index=first + len(batches) - 1,
+        ready_left=left,
     )
 
 
@@ -277,6 +320,9 @@ RECORD = (
         ),
         done_tasks=Job.done_tasks + sa.bindparam("cancelled"),
         cancelled_tasks=Job.cancelled_tasks + sa.bindparam("cancelled"),
+        ready_waiting=sa.func.coalesce(
+            sa.bindparam("ready_left", type_=sa.Boolean), Job.ready_waiting
+        ),
     )
 )
 
@@ -292,13 +338,14 @@ def record(
 
     ``first`` are events to store before the release's own (``job_started``).
     """
-    if released.batches or released.cancelled:
+    if released.batches or released.cancelled or released.ready_left is not None:
         parameters = {
             "job_id": job_id,
             "slots": released.slots,
             "batches": released.batches,
             "last_index": released.last_index,
             "cancelled": released.cancelled,
+            "ready_left": released.ready_left,
         }
         session.connection().execute(RECORD, parameters)
     if first or released.events:

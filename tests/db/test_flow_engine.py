@@ -277,3 +277,31 @@ def test_the_peak_reaches_the_cap_on_a_wide_project(database: None) -> None:
     # Then three went out first, and never more than three at once
     assert [len(spec.run_ids) for spec in created.dispatches] == [3]
     assert run.peak == 3
+
+
+def test_a_slot_freed_by_an_outcome_that_makes_nothing_ready_goes_to_a_unit_left_waiting(
+    database: None,
+) -> None:
+    # Given a and b in flight (a cap of 2), and c, d, e waiting on a
+    after_a = [{"key": key, "title": key.upper(), "depends_on": ["a"]} for key in "cde"]
+    project_id = make_project("a", "b", *after_a)
+    created = jobs.create_job(
+        project_id, batch_size=2, max_batch_size=50, max_tasks=100, max_in_flight=2
+    )
+    run_of = {key: run_id for run_id, key in _task_of_run(created.job_id).items()}
+
+    def outcome(key: str) -> list[str]:
+        starts.start_run(run_of[key])
+        released = progress.record_outcome(run_of[key], RunStatus.SUCCEEDED).dispatches
+        task_of = {run_id: task for task, run_id in run_of.items()}
+        return [task_of[run_id] for spec in released for run_id in spec.run_ids]
+
+    # When a ends (c, d and e become ready: one slot, so c goes and d and e wait), then b
+    # ends (it makes nothing ready), then c
+    # Then each outcome's freed slot goes to the next unit left waiting, in plan order
+    assert outcome("a") == ["c"]
+    assert outcome("b") == ["d"]
+    assert outcome("c") == ["e"]
+    # And once nothing waits, an outcome releases nothing, and the job ends
+    assert outcome("d") == [] and outcome("e") == []
+    assert jobs.snapshot(created.job_id)["status"] == "succeeded"
