@@ -26,10 +26,10 @@ from db.models import Batch, BatchStatus, Event, Job, JobStatus, utcnow
 _COUNTERS = ("done", "succeeded", "failed", "skipped", "cancelled")
 
 
-def increments(row_id: int, counts: collections.Counter[str]) -> dict[str, int]:
-    """Parameters of :data:`COUNT_IN_BATCH` and :data:`COUNT_IN_JOB` for ``counts``."""
+def increments(counts: collections.Counter[str]) -> dict[str, int]:
+    """The ``add_<counter>`` parameters of :func:`count_in_batch` and :data:`COUNT_IN_JOB`."""
     added = {f"add_{name}": counts[name] for name in _COUNTERS[1:]}
-    return {"row_id": row_id, "add_done": sum(counts.values()), **added}
+    return {"add_done": sum(counts.values()), **added}
 
 
 def spend_increments(spent: Usage | None) -> dict[str, Any]:
@@ -59,19 +59,28 @@ _COMPLETES = sa.and_(
     Batch.done + sa.bindparam("add_done") >= Batch.total,
 )
 
-# Built once: building a statement costs more Python time than running it does.
-#: Moves a batch's counters and, when they reach its total, completes it (the row's lock
-#: serializes these increments: exactly one change crosses the total).
-COUNT_IN_BATCH = (
-    sa.update(Batch)
-    .where(Batch.id == sa.bindparam("row_id"))
-    .values(
-        **_incremented(Batch),
-        status=sa.case((_COMPLETES, BatchStatus.COMPLETED.value), else_=Batch.status),
-        finished_at=sa.case((_COMPLETES, _BATCH_NOW), else_=Batch.finished_at),
+
+def count_in_batch(batch_id: sa.ColumnElement[Any]) -> sa.Update:
+    """Return the update moving a batch's counters by the ``add_<counter>`` parameters.
+
+    When they reach its total it completes the batch (the row's lock serializes these
+    increments: exactly one change crosses the total). ``batch_id``: a parameter, or a
+    subquery of an enclosing statement.
+    """
+    return (
+        sa.update(Batch)
+        .where(Batch.id == batch_id)
+        .values(
+            **_incremented(Batch),
+            status=sa.case((_COMPLETES, BatchStatus.COMPLETED.value), else_=Batch.status),
+            finished_at=sa.case((_COMPLETES, _BATCH_NOW), else_=Batch.finished_at),
+        )
+        .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
     )
-    .returning(Batch.id, Batch.index, Batch.mode, Batch.status, Batch.done, Batch.total)
-)
+
+
+# Built once: building a statement costs more Python time than running it does.
+COUNT_IN_BATCH = count_in_batch(sa.bindparam("row_id"))
 COUNT_IN_JOB = (
     sa.update(Job)
     .where(Job.id == sa.bindparam("row_id"))
@@ -125,7 +134,8 @@ def count_in_job(
     the job's row stays locked (it numbers the events) for one round trip less.
     """
     parameters = {
-        **increments(job_id, counts),
+        "row_id": job_id,
+        **increments(counts),
         "new_events": len(new_events),
         "add_completed_batches": int(completed),
         "add_in_flight": released.slots,

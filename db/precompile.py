@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from db import counters, events, guides, handover, progress, release, starts
+from db import counters, events, guides, handover, release, starts
 from db.engine import get_engine
 from db.models import RunStatus, utcnow
 
@@ -18,7 +18,8 @@ def compile_ahead() -> None:
     """
     # Exactly each statement's parameters: in an UPDATE, an extra key naming a column
     # would become one more SET clause (another statement, cached apart).
-    now, nothing_counted = utcnow(), counters.increments(-1, collections.Counter())
+    now = utcnow()
+    nothing_counted = {"row_id": -1, **counters.increments(collections.Counter())}
     job_counts = {
         **nothing_counted,
         "add_completed_batches": 0,
@@ -29,12 +30,10 @@ def compile_ahead() -> None:
         **counters.spend_increments(None),
     }
     run = {"run_id": -1, "now": now}
+    finishing = {**run, "new_status": RunStatus.FAILED, "new_error": None}
     statements = [
         (starts.START_RUN, run),
-        (
-            progress.FINISH_RUN,
-            {"run_id": -1, "now": now, "new_status": RunStatus.FAILED, "new_error": None},
-        ),
+        (handover.FINISH_RUN, finishing),
         (counters.COUNT_IN_BATCH, {**nothing_counted, "now": now}),
         (counters.COUNT_IN_JOB, {**job_counts, "new_events": 0}),
         (release.UNLINK, {"ended": [-1]}),
@@ -53,6 +52,9 @@ def compile_ahead() -> None:
         statements.append((handover.counted_unlinked_freed(False), counted))
         freeing = release.free_slots_parameters(-1, 1, now)
         statements.append((handover.counted_unlinked_freed(True), {**counted, **freeing}))
+        ending = {**finishing, **counters.increments(collections.Counter())}
+        ending |= {"freed": 1, "month_start": now}
+        statements.append((handover.ended_counted_unlinked_freed(), ending))
         for count in (1, 2, 3):  # the events of a plain outcome; of one completing a batch
             described: dict[str, Any] = {}
             for i in range(count):

@@ -12,10 +12,8 @@ which worker threads of one process pay in turn (the GIL).
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -25,8 +23,6 @@ from db.engine import in_transaction, session_scope
 from db.guides import Usage
 from db.models import (
     UNFINISHED_RUN_STATES,
-    Batch,
-    BatchMode,
     RunStatus,
     TaskRun,
     utcnow,
@@ -43,9 +39,6 @@ class Outcome:
     #: The job's final status when this change finalized it.
     job_status: str | None = None
 
-
-#: Why a pipeline's later steps are skipped, stored and sent with their events.
-PIPELINE_SKIP = "skipped: an earlier step failed"
 
 #: A write that rides in the transaction recording an outcome: ``write(session)``.
 Write = Callable[[orm.Session], None]
@@ -91,27 +84,6 @@ def record_retry(run_id: int, error: str) -> None:
             events.append(session, row.job_id, [("task_retrying", payload)])
 
 
-_NOW = sa.bindparam("now", type_=TaskRun.updated_at.type)
-FINISH_RUN = (
-    sa.update(TaskRun)
-    .where(TaskRun.id == sa.bindparam("run_id"), TaskRun.status.in_(UNFINISHED_RUN_STATES))
-    .values(
-        status=sa.bindparam("new_status", type_=TaskRun.status.type),
-        error=sa.bindparam("new_error", type_=TaskRun.error.type),
-        finished_at=_NOW,
-        updated_at=_NOW,
-    )
-    .returning(
-        TaskRun.id,
-        TaskRun.job_id,
-        TaskRun.batch_id,
-        TaskRun.position,
-        TaskRun.task_id,
-        TaskRun.frees_slot,
-    )
-)
-
-
 def finish(
     session: orm.Session,
     run_id: int,
@@ -125,36 +97,20 @@ def finish(
     any that wait for the slot it frees), and finalizes the job when it was the last.
     """
     now = utcnow()
-    run = (
-        session.connection()
-        .execute(
-            FINISH_RUN, {"run_id": run_id, "new_status": status, "new_error": error, "now": now}
-        )
-        .one_or_none()
-    )
-    if run is None:
+    ended = handover.end_run(session, run_id, status, error, now)
+    if ended is None:
         return Outcome()
-    counts = collections.Counter({status: 1})
+    run, counts, counted = ended.run, ended.counts, ended.counted
     new_events: list[events.NewEvent] = [
-        (f"task_{status}", {"run": run_id, "task": run.task_id, "error": error})
+        (f"task_{status}", {"run": run_id, "task": run.task_id, "error": error}),
+        *(
+            (
+                "task_skipped",
+                {"run": skip.id, "task": skip.task_id, "error": handover.PIPELINE_SKIP},
+            )
+            for skip in ended.skipped
+        ),
     ]
-    ended = [run]
-    if status != RunStatus.SUCCEEDED:
-        for skipped in _skip_rest_of_pipeline(session, run.batch_id, run.position, now):
-            counts[RunStatus.SKIPPED] += 1
-            ended.append(skipped)
-            skip = {"run": skipped.id, "task": skipped.task_id, "error": PIPELINE_SKIP}
-            new_events.append(("task_skipped", skip))
-
-    counted = handover.count_and_unlink(
-        session,
-        batch_id=run.batch_id,
-        job_id=run.job_id,
-        ended=[row.id for row in ended],
-        counts=counts,
-        freed=sum(1 for row in ended if row.frees_slot),
-        now=now,
-    )
     if counted.completed:
         new_events.append(("batch_completed", counters.batch_payload(counted.batch)))
     released = release.NOTHING
@@ -173,25 +129,3 @@ def finish(
     if job.done_tasks - sum(counts.values()) < job.total_tasks <= job.done_tasks:
         job_status = counters.finalize(session, run.job_id, now)
     return Outcome(dispatches=released.dispatches, job_status=job_status)
-
-
-def _skip_rest_of_pipeline(
-    session: orm.Session, batch_id: int, position: int, now: Any
-) -> list[sa.Row[Any]]:
-    """Mark the queued steps after ``position`` skipped, when the batch is a pipeline."""
-    is_pipeline = (
-        sa.select(Batch.id).where(Batch.id == batch_id, Batch.mode == BatchMode.PIPELINE).exists()
-    )
-    return list(
-        session.connection().execute(
-            sa.update(TaskRun)
-            .where(
-                TaskRun.batch_id == batch_id,
-                TaskRun.position > position,
-                TaskRun.status == RunStatus.QUEUED,
-                is_pipeline,
-            )
-            .values(status=RunStatus.SKIPPED, error=PIPELINE_SKIP, finished_at=now)
-            .returning(TaskRun.id, TaskRun.task_id, TaskRun.frees_slot)
-        )
-    )

@@ -56,37 +56,53 @@ class Released:
 #: Nothing released.
 NOTHING = Released()
 
-# Built once: building a statement costs more Python time than running it does.
-_UNLINKED = (
-    sa.select(RunLink.next_run_id, sa.func.count().label("links"))
-    .where(RunLink.run_id.in_(sa.bindparam("ended", expanding=True)))
-    .group_by(RunLink.next_run_id)
-    .subquery()
-)
-#: Moves the runs linked to the ended runs one step closer to ready; returns those now ready.
-UNLINK = (
-    sa.update(TaskRun)
-    .where(TaskRun.id == _UNLINKED.c.next_run_id)
-    .values(waiting_on=TaskRun.waiting_on - _UNLINKED.c.links)
-    .returning(TaskRun.id, TaskRun.waiting_on)
-)
-#: Frees the ended units' slots and locks the job's row for the release that follows;
-#: with a budget, also reads the month's AI spend (no statement more).
-FREE_SLOTS = (
-    sa.update(Job)
-    .where(Job.id == sa.bindparam("of_job"))
-    .values(in_flight=Job.in_flight - sa.bindparam("freed"))
-    .returning(
-        Job.status,
-        Job.in_flight,
-        Job.max_in_flight,
-        Job.total_batches,
-        Job.max_retries,
-        Job.ready_waiting,
-        Job.ai_budget,
-        sa.case((Job.ai_budget.is_(None), None), else_=ai_spend.MONTH_SPEND).label("spent"),
+
+def unlink_runs(ended: Any) -> sa.Update:
+    """Return the update moving the runs linked to ``ended`` one step closer to ready.
+
+    ``ended``: an expanding parameter or a select of run ids. It returns the runs it
+    moved, with what they still wait on.
+    """
+    unlinked = (
+        sa.select(RunLink.next_run_id, sa.func.count().label("links"))
+        .where(RunLink.run_id.in_(ended))
+        .group_by(RunLink.next_run_id)
+        .subquery()
     )
-)
+    return (
+        sa.update(TaskRun)
+        .where(TaskRun.id == unlinked.c.next_run_id)
+        .values(waiting_on=TaskRun.waiting_on - unlinked.c.links)
+        .returning(TaskRun.id, TaskRun.waiting_on)
+    )
+
+
+def free_slots_of(job_id: sa.ColumnElement[Any]) -> sa.Update:
+    """Return the update freeing ``freed`` (a parameter) slots of the job ``job_id``.
+
+    It locks the job's row for the release that follows and returns what the release
+    reads; with a budget, also the month's AI spend (no statement more).
+    """
+    return (
+        sa.update(Job)
+        .where(Job.id == job_id)
+        .values(in_flight=Job.in_flight - sa.bindparam("freed"))
+        .returning(
+            Job.status,
+            Job.in_flight,
+            Job.max_in_flight,
+            Job.total_batches,
+            Job.max_retries,
+            Job.ready_waiting,
+            Job.ai_budget,
+            sa.case((Job.ai_budget.is_(None), None), else_=ai_spend.MONTH_SPEND).label("spent"),
+        )
+    )
+
+
+# Built once: building a statement costs more Python time than running it does.
+UNLINK = unlink_runs(sa.bindparam("ended", expanding=True))
+FREE_SLOTS = free_slots_of(sa.bindparam("of_job"))
 #: Cancels the job's runs never released, when it stops at the monthly AI budget.
 STOP_AT_BUDGET = (
     sa.update(TaskRun)
