@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from db import counters, events, guides, handover, release, starts
+from db import batch_writes, counters, events, guides, handover, release, starts
 from db.engine import get_engine
 from db.models import RunStatus, utcnow
 
@@ -39,7 +39,7 @@ def compile_ahead() -> None:
         (release.UNLINK, {"ended": [-1]}),
         (release.FREE_SLOTS, release.free_slots_parameters(-1, 0, now)),
         (release.READY_RUNS, {"job_id": -1, "limit": 1}),
-        (release.QUEUE_RUN, {"run_id": -1, "into_batch": -1, "at": 0, "now": now}),
+        (batch_writes.QUEUE_RUN, {"run_id": -1, "into_batch": -1, "at": 0, "now": now}),
         (events.RESERVE_SEQ, {"job_id": -1, "count": 0}),
         (guides.REQUEST_OF_RUN, {"run_id": -1}),
     ]
@@ -55,6 +55,9 @@ def compile_ahead() -> None:
         ending = {**finishing, **counters.increments(collections.Counter())}
         ending |= {"freed": 1, "month_start": now}
         statements.append((handover.ended_counted_unlinked_freed(), ending))
+        arrays = ("indexes", "modes", "totals", "run_ids", "into_indexes", "positions")
+        writing = {"of_job": -1, "now": now, **{key: [] for key in arrays}}
+        statements.append((batch_writes.QUEUED_IN_NEW_BATCHES, writing))
         for count in (1, 2, 3):  # the events of a plain outcome; of one completing a batch
             described: dict[str, Any] = {}
             for i in range(count):

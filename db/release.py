@@ -27,8 +27,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from db import ai_spend, events
-from db.models import Batch, BatchStatus, Job, JobStatus, RunLink, RunStatus, TaskRun
+from db import ai_spend, batch_writes, events
+from db.models import Job, JobStatus, RunLink, RunStatus, TaskRun
 from pipelines import GROUP, PIPELINE, DispatchSpec
 
 
@@ -137,18 +137,6 @@ READY_RUNS = (
         TaskRun.unit.in_(_READY_UNITS.scalar_subquery()),
     )
     .order_by(TaskRun.unit, TaskRun.step)
-)
-_NOW = sa.bindparam("now", type_=TaskRun.updated_at.type)
-#: Puts one released run into its batch.
-QUEUE_RUN = (
-    sa.update(TaskRun)
-    .where(TaskRun.id == sa.bindparam("run_id"), TaskRun.status == RunStatus.WAITING)
-    .values(
-        status=RunStatus.QUEUED,
-        batch_id=sa.bindparam("into_batch"),
-        position=sa.bindparam("at"),
-        updated_at=_NOW,
-    )
 )
 
 
@@ -278,36 +266,8 @@ def _write(
         (mode, tuple(run.id for unit in members for run in unit))
         for _, mode, members in sorted(firsts, key=lambda first: first[0])
     ]
-    connection = session.connection()
     first = released_before + 1
-    batch_ids = (
-        connection.execute(
-            sa.insert(Batch).returning(Batch.id, sort_by_parameter_order=True),
-            [
-                {
-                    "job_id": job_id,
-                    "index": first + i,
-                    "mode": mode,
-                    "total": len(run_ids),
-                    "status": BatchStatus.RUNNING,
-                    "started_at": now,
-                    "dispatched_at": now,
-                    "dispatches": 1,
-                }
-                for i, (mode, run_ids) in enumerate(batches)
-            ],
-        )
-        .scalars()
-        .all()
-    )
-    connection.execute(
-        QUEUE_RUN,
-        [
-            {"run_id": run_id, "into_batch": batch_id, "at": position, "now": now}
-            for batch_id, (_, run_ids) in zip(batch_ids, batches, strict=True)
-            for position, run_id in enumerate(run_ids)
-        ],
-    )
+    batch_writes.write_batches(session.connection(), job_id, batches, first, now)
     started = tuple(
         (
             "batch_started",

@@ -95,12 +95,12 @@ def test_outcome_cost_is_the_same_for_10_and_1000_tasks(database_url: str, strat
         # Starting: the run, its event and the notification in one statement. A success:
         # the run, its batch, the links it ends and the slot it frees in one statement
         # (the job's row comes back locked); when a unit became ready or the job's row
-        # says one waits for a slot, the ready runs and their batch and queueing; then
-        # the job's counters with the events and the notification in one statement.
-        # Inside a batch of the batches strategy nothing waits: 2 in all.
+        # says one waits for a slot, the ready runs, then their batch and their queueing
+        # in one statement; then the job's counters with the events and the notification
+        # in one statement. Inside a batch of the batches strategy nothing waits: 2 in all.
         assert start == 1
-        assert plain == (5 if strategy == "flow" else 2)
-        assert completing == 5
+        assert plain == (4 if strategy == "flow" else 2)
+        assert completing == 4
 
 
 def test_per_task_statements_are_compiled_once_then_taken_from_the_cache(database_url: str):
