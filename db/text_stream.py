@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from blinker import Namespace
+from sqlalchemy.dialects import postgresql
 
 from db.engine import get_engine
 
@@ -138,19 +139,39 @@ def heard_in_order_with_commits() -> bool:
     return get_engine().dialect.name != "postgresql" or not guide_text.receivers
 
 
-def send_on(connection: sa.Connection, deltas: Sequence[TextDelta]) -> None:
+def send_on(
+    connection: sa.Connection,
+    deltas: Sequence[TextDelta],
+    along: sa.Insert | None = None,
+    with_: dict[str, Any] | None = None,
+) -> None:
     """Tell watchers of these deltas from the caller's transaction on ``connection``.
 
     On PostgreSQL the one statement of :func:`send`: heard when that transaction
     commits, before what it notifies later (its events), never on rollback. Elsewhere
-    the in-process signal, at once.
+    the in-process signal, at once. ``along`` is a write to run with it (its parameters
+    in ``with_``): on PostgreSQL both go in one statement, the write as a CTE.
     """
-    if not deltas:
+    if connection.dialect.name != "postgresql" or not deltas:
+        if deltas:
+            guide_text.send(None, deltas=list(deltas))
+        if along is not None:
+            connection.execute(along, with_ or {})
         return
-    if connection.dialect.name != "postgresql":
-        guide_text.send(None, deltas=list(deltas))
-        return
-    connection.execute(_NOTIFY, {"payloads": [delta.payload() for delta in deltas]})
+    payloads = {"payloads": [delta.payload() for delta in deltas]}
+    if along is None:
+        connection.execute(_NOTIFY, payloads)
+    else:
+        connection.execute(_notify_with(along), {**(with_ or {}), **payloads})
+
+
+@functools.lru_cache(maxsize=4)
+def _notify_with(along: sa.Insert) -> sa.Select[Any]:
+    """Return :data:`_NOTIFY` with ``along`` as a data-modifying CTE, built once per write."""
+    payloads = sa.cast(sa.bindparam("payloads"), postgresql.ARRAY(sa.Text))
+    each = sa.func.unnest(payloads).table_valued("p").render_derived(name="each")
+    notify = sa.func.pg_notify(sa.literal_column(f"'{CHANNEL}'"), each.c.p)
+    return sa.select(notify).select_from(each).add_cte(along.cte("written"))
 
 
 @dataclasses.dataclass

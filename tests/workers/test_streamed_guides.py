@@ -173,17 +173,31 @@ def test_a_worker_process_sends_each_tail_with_its_outcome_heard_before_its_even
         embedded.worker.stop()
         embedded.broker.close()
 
-    # Then each run's guide came whole, and every piece of it before its outcome's event
+    # Then each run's guide came whole, as stored, and every piece of it before its
+    # outcome's event
     deltas = [item for item in heard if isinstance(item, TextDelta)]
     outcomes = outcome_seqs(job_id)
-    assert {d.run_id for d in deltas} == set(outcomes)
+    with db.session_scope() as session:
+        stored = dict(
+            session.execute(
+                sa.select(TaskRun.id, HandsOn.markdown)
+                .join(HandsOn, HandsOn.task_id == TaskRun.task_id)
+                .where(TaskRun.job_id == job_id)
+            ).all()
+        )
+    assert stored.keys() == outcomes.keys()
+    for run_id, guide in stored.items():
+        assert "".join(d.text for d in deltas if d.run_id == run_id) == guide
     for run_id, seq in outcomes.items():
         assert heard_before(heard, run_id, seq)
-    # And each run's tail went in the transaction recording its outcome: the other
-    # flushes are a statement on a connection of their own, the tails are not
-    notify_text = next(s for s in counts["statements"] if "pg_notify('handson_text'" in s)
-    assert counts["statements"][notify_text] == len(deltas)
-    assert 1 <= counts["in_transaction"][notify_text] <= len(outcomes)
+    # And each run's tail went in the transaction recording its outcome, in one statement
+    # with its guide: the other flushes are a statement on a connection of their own
+    notifying = {s for s in counts["statements"] if "pg_notify('handson_text'" in s}
+    assert sum(counts["statements"][s] for s in notifying) == len(deltas)
+    tails = [s for s in notifying if counts["in_transaction"][s]]
+    assert len(tails) == 1 and "INSERT INTO hands_on" in tails[0]
+    assert 1 <= counts["in_transaction"][tails[0]] == counts["statements"][tails[0]]
+    assert counts["statements"][tails[0]] <= len(outcomes)
 
 
 def hear_until_finished(watcher: psycopg.Connection, job_id: int) -> list[Any]:

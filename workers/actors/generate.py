@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import dramatiq
@@ -92,10 +91,12 @@ def _with_outcome(
 
     def write(session: orm.Session) -> None:
         connection = session.connection()
-        text_stream.send_on(connection, tail)  # heard at commit, before the outcome's event
-        if guide is not None:
-            # A run that is gone has no outcome to record either: nothing to store then.
-            with contextlib.suppress(guides.RunNotFoundError):
-                guides.store_guide(connection, *guide)
+        if guide is None:
+            text_stream.send_on(connection, tail)  # heard at commit, before the event
+            return
+        # One statement on PostgreSQL. A run that is gone has no outcome to record
+        # either: its guide is not stored then (the upsert selects no run).
+        store = guides.upsert_guide(connection.dialect.name)
+        text_stream.send_on(connection, tail, store, guides.guide_parameters(*guide))
 
     return write
