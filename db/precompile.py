@@ -48,6 +48,7 @@ def compile_ahead() -> None:
     statements.append((guides.upsert_guide(engine.dialect.name), guide))
     if engine.dialect.name == "postgresql":
         statements.append((starts.START_AND_ANNOUNCE, run))
+        statements.append((starts.start_and_read(guides.REQUEST), run))  # the actor's start
         counted = {**nothing_counted, "now": now, "ended": [-1]}
         statements.append((handover.counted_unlinked_freed(False), counted))
         freeing = release.free_slots_parameters(-1, 1, now)

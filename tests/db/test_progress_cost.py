@@ -180,3 +180,22 @@ def test_writing_a_job_costs_the_same_few_statements_for_10_and_1000_tasks(datab
             ("pipeline", 2),
             ("group", 4),
         ]
+
+
+def test_compiling_ahead_covers_the_start_the_generation_actor_makes(postgres_url: str):
+    # Given a fresh engine on PostgreSQL (where the start reads the actor's request in
+    # its own statement) with a job in it, and the per-task statements compiled ahead as
+    # a booting worker does
+    db.configure(postgres_url)
+    project_id = make_project("a")
+    created = jobs.create_job(project_id, batch_size=5, max_batch_size=50, max_tasks=100)
+    precompile.compile_ahead()
+
+    # When the run starts as the generation actor starts it (reading its request)
+    misses: list[str] = []
+    with counting_statements(misses):
+        started = starts.start_run(created.dispatches[0].run_ids[0], guides.REQUEST)
+
+    # Then it started, and nothing was compiled on the way
+    assert started.decision == starts.Start.RUN and started.prepared.task_key == "a"
+    assert misses == []
