@@ -14,15 +14,16 @@ max(critical path, tasks x latency / (K x T)) and the efficiency (ideal / wall);
 ``--strategy batches``, the ideal under the jobs' own batch barriers (each batch after
 the previous one, FIFO on K x T threads, no overhead), with flow the ideal under the
 jobs' dependencies (the engine's release rules replayed for N jobs on K x T threads,
-FIFO, no overhead); the spread of the jobs' finish
-times; billed Redis commands per task (``redis-cli monitor`` billed by ``redis-bill``:
-every command sent plus every ``redis.call`` inside a script); the peak of PostgreSQL
-connections to the database (``pg_stat_activity``, sampled every 0.2 s); the machine's
-CPU use during the run (/proc/stat, every process of the machine) and the CPU seconds of
-web, workers, scheduler and PostgreSQL; the mean number of task runs in the running
-state (threads busy on the jobs) and how often a thread was free while messages waited
-in the queue (LLEN, left out of the bill); and checks that every job succeeded with
-exactly one guide per task. Writes ``bench/results/scale.json``.
+FIFO, no overhead) and the same with the queue handing out first the task with the
+longest chain of tasks still after it (what a priority queue could reach); the spread of
+the jobs' finish times; billed Redis commands per task (``redis-cli monitor`` billed by
+``redis-bill``: every command sent plus every ``redis.call`` inside a script); the peak
+of PostgreSQL connections to the database (``pg_stat_activity``, sampled every 0.2 s);
+the machine's CPU use during the run (/proc/stat, every process of the machine) and the
+CPU seconds of web, workers, scheduler and PostgreSQL; the mean number of task runs in
+the running state (threads busy on the jobs) and how often a thread was free while
+messages waited in the queue (LLEN, left out of the bill); and checks that every job
+succeeded with exactly one guide per task. Writes ``bench/results/scale.json``.
 """
 
 from __future__ import annotations
@@ -103,14 +104,41 @@ def barrier_schedule(batches: list[dict[str, Any]], jobs: int, threads: int) -> 
     return end
 
 
-def flow_schedule(plan: Any, max_in_flight: int, jobs: int, threads: int) -> float:
+def remaining_paths(plan: Any) -> dict[str, int]:
+    """Return each task's longest chain of tasks from it to the end of its job, itself
+    included: a pipeline step is followed by the next step, a unit's task by the units
+    linked to it."""
+    after: dict[str, list[str]] = collections.defaultdict(list)
+    for done, gated in plan.links:
+        after[done].append(gated)
+    for unit in plan.units:
+        for step, key in enumerate(unit.keys[:-1]):
+            if unit.mode == "pipeline":
+                after[key].append(unit.keys[step + 1])
+    paths: dict[str, int] = {}
+
+    def path(key: str) -> int:
+        if key not in paths:
+            paths[key] = 1 + max((path(later) for later in after[key]), default=0)
+        return paths[key]
+
+    return {key: path(key) for unit in plan.units for key in unit.keys}
+
+
+def flow_schedule(
+    plan: Any, max_in_flight: int, jobs: int, threads: int, *, by_path: bool = False
+) -> float:
     """Return the makespan, in task latencies, of ``jobs`` copies of a flow job on
     ``threads`` threads with no overhead: each job releases its units as the engine does
     (a unit once every link into it is done, in plan order, within ``max_in_flight``
     slots: a pipeline takes one, a group's task one each), released tasks queue first
     come, first served for a free thread, a pipeline's next step joins the queue when its
     previous step ends. The best the worker side can do under the jobs' dependencies.
+
+    ``by_path``: the queue hands out first the task with the longest chain still after
+    it (:func:`remaining_paths`), across jobs, instead of the oldest.
     """
+    paths = remaining_paths(plan)
     gates: dict[str, list[str]] = collections.defaultdict(list)
     for done, gated in plan.links:
         gates[done].append(gated)
@@ -120,9 +148,13 @@ def flow_schedule(plan: Any, max_in_flight: int, jobs: int, threads: int) -> flo
         [n for n, u in enumerate(plan.units) if not waiting[0][u.keys[0]]] for _ in range(jobs)
     ]
     slots = [max_in_flight] * jobs
-    queue: collections.deque[tuple[int, int, int]] = collections.deque()  # job, unit, step
+    queue: list[tuple[int, int, int, int, int]] = []  # key, tie, job, unit, step
     ends: list[tuple[float, int, int, int, int]] = []  # time, tie, job, unit, step
     tie, now, free = itertools.count(), 0.0, threads
+
+    def enqueue(job: int, number: int, step: int) -> None:
+        key = -paths[plan.units[number].keys[step]] if by_path else 0
+        heapq.heappush(queue, (key, next(tie), job, number, step))
 
     def release(job: int) -> None:
         took = False
@@ -134,22 +166,22 @@ def flow_schedule(plan: Any, max_in_flight: int, jobs: int, threads: int) -> flo
             took = True
             number = heapq.heappop(ready[job])
             slots[job] -= cost
-            steps = [0] if unit.mode == "pipeline" else range(len(unit.keys))
-            queue.extend((job, number, step) for step in steps)
+            for step in [0] if unit.mode == "pipeline" else range(len(unit.keys)):
+                enqueue(job, number, step)
 
     for job in range(jobs):
         heapq.heapify(ready[job])
         release(job)
     while queue or ends:
         while queue and free:
-            job, number, step = queue.popleft()
+            _, _, job, number, step = heapq.heappop(queue)
             free -= 1
             heapq.heappush(ends, (now + 1, next(tie), job, number, step))
         now, _, job, number, step = heapq.heappop(ends)
         free += 1
         unit = plan.units[number]
         if unit.mode == "pipeline" and step + 1 < len(unit.keys):
-            queue.append((job, number, step + 1))
+            enqueue(job, number, step + 1)
             continue
         slots[job] += 1
         for gated in gates[unit.keys[step]]:
@@ -430,6 +462,18 @@ def submit_and_follow(
             if job.get("strategy") == "flow"
             else None
         ),
+        "path_first_ideal_s": (
+            flow_schedule(
+                sample_plan(job["strategy"], job["batch_size"]),
+                job["max_in_flight"],
+                len(job_ids),
+                k * args.threads,
+                by_path=True,
+            )
+            * latency
+            if job.get("strategy") == "flow"
+            else None
+        ),
         "finish_spread_s": max(finished) - min(finished),
         "first_finish_s": min(finished) - started,
         "billed": bill["billed"],
@@ -460,7 +504,8 @@ def _barrier_note(r: dict[str, Any]) -> str:
         ideal = r["flow_ideal_s"]
         return (
             f" ideal under the jobs' dependencies {ideal:.1f} s"
-            f" (efficiency {ideal / r['wall_s']:.2f});"
+            f" (efficiency {ideal / r['wall_s']:.2f}); the same with the queue ordered by"
+            f" the longest chain left {r['path_first_ideal_s']:.1f} s;"
         )
     if r["barrier_ideal_s"] is None:
         return ""
