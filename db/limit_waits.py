@@ -21,7 +21,8 @@ from sqlalchemy import orm
 
 from db import limit_slots, limits
 from db.engine import session_scope, upsert_insert
-from db.limits import Limits, Ticket, Turn
+from db.limit_slots import Limits
+from db.limits import Ticket, Turn
 from db.models import AILimit, AISlot, AIWaiter, utcnow
 
 #: Most waiters one reconciler pass wakes per provider without a call limit.

@@ -26,22 +26,10 @@ from sqlalchemy import orm
 
 from db import limit_slots
 from db.engine import session_scope
-from db.limit_slots import FREE, Limits, note_waiting, pause
+from db.limit_slots import Limits
 from db.models import AILimit, AISlot, utcnow
 
-__all__ = [
-    "FREE",
-    "Limits",
-    "Ticket",
-    "Turn",
-    "book",
-    "claim",
-    "hold",
-    "note_waiting",
-    "pause",
-    "take_turn",
-    "utcnow",
-]
+__all__ = ["Ticket", "Turn", "book", "claim", "hold", "take_turn"]
 
 #: A claim counts from at least this long after the booked start.
 _AFTER_START = dt.timedelta(microseconds=1)

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from workerkit import make_project
 
 import db
-from db import jobs, limit_waits, limits, reconcile
-from db.models import Batch, TaskRun
+from db import jobs, limit_slots, limit_waits, limits, reconcile
+from db.models import Batch, TaskRun, utcnow
 
 T0 = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
 
@@ -21,7 +21,7 @@ def at(seconds: float) -> dt.datetime:
 def test_at_most_max_calls_in_flight_and_a_given_back_slot_serves_again(database_url: str):
     # Given a provider allowing 2 calls at once
     db.configure(database_url)
-    two = limits.Limits(max_calls=2)
+    two = limit_slots.Limits(max_calls=2)
     first, second = limits.take_turn("p", two, at(0)), limits.take_turn("p", two, at(0))
     # When a third call asks while both are in flight (no one parks it)
     third = limits.take_turn("p", two, at(1))
@@ -48,7 +48,7 @@ def parked_runs(count: int) -> list[int]:
         return list(session.scalars(sa.select(TaskRun.id).where(TaskRun.job_id == job_id)))
 
 
-def park(run_id: int, limit: limits.Limits, now: dt.datetime) -> limits.Turn:
+def park(run_id: int, limit: limit_slots.Limits, now: dt.datetime) -> limits.Turn:
     parker = limit_waits.parker("p", limit, run_id, lambda: f"message of {run_id}")
     return limits.take_turn("p", limit, now, run_id=run_id, park=parker)
 
@@ -56,7 +56,7 @@ def park(run_id: int, limit: limits.Limits, now: dt.datetime) -> limits.Turn:
 def test_each_slot_given_back_wakes_the_oldest_waiter_once(database_url: str):
     # Given a provider allowing 2 calls at once, both in flight, and 3 tasks parked
     db.configure(database_url)
-    two = limits.Limits(max_calls=2)
+    two = limit_slots.Limits(max_calls=2)
     held = [limits.take_turn("p", two, at(0)).slot_id for _ in range(2)]
     runs = parked_runs(3)
     assert [park(run, two, at(1 + n)).reason for n, run in enumerate(runs)] == ["calls"] * 3
@@ -86,7 +86,7 @@ def test_each_slot_given_back_wakes_the_oldest_waiter_once(database_url: str):
 def test_a_slot_whose_holder_died_is_handed_on_by_the_reconciler_pass(database_url: str):
     # Given a provider allowing 1 call at once, held by a worker that died, and a waiter
     db.configure(database_url)
-    one = limits.Limits(max_calls=1, lease_s=100)
+    one = limit_slots.Limits(max_calls=1, lease_s=100)
     assert limits.take_turn("p", one, at(0)).granted
     (run,) = parked_runs(1)
     assert park(run, one, at(1)).reason == "calls"
@@ -102,7 +102,7 @@ def test_a_slot_whose_holder_died_is_handed_on_by_the_reconciler_pass(database_u
 def test_waiters_for_the_minute_window_each_book_their_own_freed_request(database_url: str):
     # Given a provider allowing 2 calls at once and 2 requests a minute, used at 0 and 10 s
     db.configure(database_url)
-    limit = limits.Limits(max_calls=2, per_minute=2)
+    limit = limit_slots.Limits(max_calls=2, per_minute=2)
     for s in (0, 10):
         turn = limits.take_turn("p", limit, at(s))
         assert turn.granted
@@ -122,7 +122,7 @@ def test_waiters_for_the_minute_window_each_book_their_own_freed_request(databas
 def test_no_60_s_window_holds_more_than_per_minute_starts(database_url: str):
     # Given a provider allowing 3 requests a minute, taken at 0, 10 and 20 s
     db.configure(database_url)
-    three = limits.Limits(per_minute=3)
+    three = limit_slots.Limits(per_minute=3)
     assert all(limits.take_turn("p", three, at(s)).granted for s in (0, 10, 20))
     # When a fourth asks at 30 s, and a fifth just before the first start rolls off
     refused = limits.take_turn("p", three, at(30))
@@ -138,10 +138,10 @@ def test_no_60_s_window_holds_more_than_per_minute_starts(database_url: str):
 def test_a_pause_stops_every_turn_until_it_ends_and_keeps_the_longer_one(database_url: str):
     # Given a provider with limits, and one without any
     db.configure(database_url)
-    some, none = limits.Limits(max_calls=5, per_minute=100), limits.Limits()
+    some, none = limit_slots.Limits(max_calls=5, per_minute=100), limit_slots.Limits()
     # When a 429 pauses it for 2 s (and a shorter pause arrives after)
-    assert limits.pause("p", 2.0, at(0)) == at(2)
-    assert limits.pause("p", 1.0, at(0.5)) == at(2)
+    assert limit_slots.pause("p", 2.0, at(0)) == at(2)
+    assert limit_slots.pause("p", 1.0, at(0.5)) == at(2)
     # Then no turn is given until the pause ends, with or without limits
     turns = [limits.take_turn("p", limit, at(0.5)) for limit in (some, none)]
     assert [(t.granted, t.reason, t.wait_s) for t in turns] == [(False, "paused", 1.5)] * 2
@@ -165,22 +165,22 @@ def test_a_run_booked_for_later_shows_a_sign_of_life(database_url: str):
         session.execute(sa.update(TaskRun).values(updated_at=long_ago, status="queued"))
         session.execute(sa.update(TaskRun).where(TaskRun.id == running).values(status="running"))
     # When both are noted waiting
-    limits.note_waiting(queued)
-    limits.note_waiting(running)
+    limit_slots.note_waiting(queued)
+    limit_slots.note_waiting(running)
     # Then the queued one shows a recent sign of life (the reconciler leaves it), only it
     with db.session_scope() as session:
         changed = dict(session.execute(sa.select(TaskRun.id, TaskRun.updated_at)).all())
-    assert changed[queued] > limits.utcnow() - dt.timedelta(minutes=1)
+    assert changed[queued] > utcnow() - dt.timedelta(minutes=1)
     assert changed[running] == long_ago
 
 
 def test_the_reconciler_leaves_a_batch_with_a_parked_run_alone(database_url: str):
     # Given a job whose runs were all sent long ago, one of them parked for a call slot
     db.configure(database_url)
-    one = limits.Limits(max_calls=1)
+    one = limit_slots.Limits(max_calls=1)
     runs = parked_runs(2)
     assert limits.take_turn("p", one).granted
-    assert park(runs[0], one, limits.utcnow()).reason == "calls"
+    assert park(runs[0], one, utcnow()).reason == "calls"
     long_ago = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     with db.session_scope() as session:
         session.execute(sa.update(TaskRun).values(updated_at=long_ago))

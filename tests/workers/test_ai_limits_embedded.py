@@ -14,6 +14,7 @@ from redis_kit import wait_until
 from workerkit import Embedded, default_strategy, make_project
 
 from db import limits, session_scope
+from db.limit_slots import FREE
 from db.models import AISlot, AIWaiter, TaskRun
 from workers import dispatch, scheduler
 from workers.middleware.ai_limits import limits_of
@@ -94,7 +95,7 @@ def test_the_reconciler_pass_hands_a_dead_holders_slot_to_the_waiters(
     )
     wait_until(lambda: parked() == 2, timeout=10, what="both tasks parked")
     with session_scope() as session:
-        session.execute(sa.update(AISlot).values(until=limits.FREE))
+        session.execute(sa.update(AISlot).values(until=FREE))
     assert (parked(), len(api.requests)) == (2, 0)  # nothing wakes them by itself
 
     # Then the scheduler's reconciler pass hands the slot on, and the job finishes

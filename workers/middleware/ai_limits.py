@@ -26,7 +26,7 @@ import dramatiq
 from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 
 import errors
-from db import limit_waits, limits
+from db import limit_slots, limit_waits, limits
 from settings import Settings
 from workers import dispatch
 from workers.generators import get_generator
@@ -43,9 +43,9 @@ _slot: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
 )
 
 
-def limits_of(settings: Settings) -> limits.Limits:
+def limits_of(settings: Settings) -> limit_slots.Limits:
     """Return the provider limits ``settings`` ask for."""
-    return limits.Limits(
+    return limit_slots.Limits(
         max_calls=max(0, settings.AI_MAX_CONCURRENT),
         per_minute=max(0, settings.AI_REQUESTS_PER_MINUTE),
         lease_s=settings.TASK_TIME_LIMIT_MS / 1000 + 30,
@@ -141,7 +141,7 @@ class AILimits(Middleware):
             delay_ms,
         )
         if run_id is not None:
-            limits.note_waiting(run_id)
+            limit_slots.note_waiting(run_id)
         if turn.ticket is not None:
             message = message.copy(options={dispatch.AI_TURN_OPTION: turn.ticket.to_option()})
         broker.enqueue(message, delay=delay_ms)
@@ -160,7 +160,7 @@ class AILimits(Middleware):
                 # Paused before the slot is given back: no one takes it to call meanwhile.
                 provider = self.provider() or "offline"
                 seconds = min(MAX_PAUSE_S, exception.retry_after_s)
-                until = limits.pause(provider, seconds)
+                until = limit_slots.pause(provider, seconds)
                 self.logger.warning("%s answered 429: every call waits until %s.", provider, until)
         finally:
             self._end_turn()
