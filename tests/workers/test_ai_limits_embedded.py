@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from fake_openai import FakeOpenAI, completion
 from jobwatch import wait_for_job
 from redis_kit import wait_until
-from workerkit import Embedded, default_strategy, make_project
+from workerkit import Embedded, make_project, submit
 
 from db import limits, session_scope
 from db.limit_slots import FREE
@@ -26,30 +26,35 @@ def api() -> Iterator[FakeOpenAI]:
         yield server
 
 
+@pytest.fixture
+def one_call_at_a_time(
+    embedded_factory: Callable[..., Embedded], api: FakeOpenAI
+) -> Callable[[int], Embedded]:
+    """Start an embedded worker of ``threads`` threads on ``api``, 1 AI call at a time."""
+
+    def start(threads: int) -> Embedded:
+        return embedded_factory(
+            threads=threads,
+            GENERATOR="openai",
+            OPENAI_BASE_URL=api.url,
+            OPENAI_API_KEY="sk-test",
+            AI_MAX_CONCURRENT=1,
+        )
+
+    return start
+
+
 @pytest.mark.both_strategies
 def test_one_call_at_a_time_from_six_threads(
-    embedded_factory: Callable[..., Embedded], api: FakeOpenAI
+    one_call_at_a_time: Callable[[int], Embedded], api: FakeOpenAI
 ):
     # Given 6 worker threads allowed 1 AI call at a time, and a server taking 0.1 s a guide
-    embedded = embedded_factory(
-        threads=6,
-        GENERATOR="openai",
-        OPENAI_BASE_URL=api.url,
-        OPENAI_API_KEY="sk-test",
-        AI_MAX_CONCURRENT=1,
-    )
+    embedded = one_call_at_a_time(6)
     api.script([dataclasses.replace(completion(f"# Guide {n}"), delay_s=0.1) for n in range(5)])
 
     # When a job of 5 independent tasks runs, all released at once
     project_id = make_project("a", "b", "c", "d", "e")
-    job_id = dispatch.submit(
-        project_id,
-        batch_size=5,
-        max_batch_size=50,
-        max_tasks=100,
-        max_in_flight=5,
-        strategy=default_strategy(),
-    )
+    job_id = submit(project_id, max_in_flight=5)
     job, _ = wait_for_job(job_id, timeout=30)
 
     # Then every guide is written, one request at a time, one attempt each: the tasks that
@@ -70,29 +75,16 @@ def test_one_call_at_a_time_from_six_threads(
 
 
 def test_the_reconciler_pass_hands_a_dead_holders_slot_to_the_waiters(
-    embedded_factory: Callable[..., Embedded], api: FakeOpenAI
+    one_call_at_a_time: Callable[[int], Embedded], api: FakeOpenAI
 ):
     # Given 1 AI call at a time, its slot held by a worker that died (no one gives it back)
-    embedded = embedded_factory(
-        threads=4,
-        GENERATOR="openai",
-        OPENAI_BASE_URL=api.url,
-        OPENAI_API_KEY="sk-test",
-        AI_MAX_CONCURRENT=1,
-    )
+    embedded = one_call_at_a_time(4)
     api.script([completion(f"# Guide {n}") for n in range(2)])
     dead = limits.take_turn("openai", limits_of(embedded.settings))
     assert dead.granted
 
     # When a job of 2 tasks runs: both park; then the dead holder's lease ends
-    job_id = dispatch.submit(
-        make_project("a", "b"),
-        batch_size=5,
-        max_batch_size=50,
-        max_tasks=100,
-        max_in_flight=5,
-        strategy=default_strategy(),
-    )
+    job_id = submit(make_project("a", "b"), max_in_flight=5)
     wait_until(lambda: parked() == 2, timeout=10, what="both tasks parked")
     with session_scope() as session:
         session.execute(sa.update(AISlot).values(until=FREE))

@@ -8,6 +8,7 @@ Progress middleware's follow-up does.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -48,6 +49,29 @@ def processes(redis_url: str, log_path: Path) -> Iterator[Callable[..., subproce
 def producer(redis_url: str, log_path: Path) -> Iterator[dict[str, Any]]:
     broker = make_broker("frugal", redis_url)
     yield declare_actors(broker, str(log_path))
+    broker.close()
+
+
+@dataclasses.dataclass
+class IdleWorker:
+    """A frugal broker of a worker with 2 threads, its actors, and an idle consumer."""
+
+    broker: Any
+    actors: dict[str, Any]
+    consumer: Any
+
+
+@pytest.fixture
+def idle(redis_url: str, log_path: Path) -> Iterator[IdleWorker]:
+    """A consumer of a worker with 2 free threads that has found the queue empty."""
+    broker = make_broker("frugal", redis_url)
+    actors = declare_actors(broker, str(log_path))
+    broker.worker_threads = 2
+    consumer = broker.consume("kit-a", prefetch=4, timeout=100)
+    assert next(consumer) is None
+    yield IdleWorker(broker, actors, consumer)
+    if not consumer._closed:
+        consumer.close()
     broker.close()
 
 
@@ -146,13 +170,11 @@ def test_a_claimed_message_of_a_killed_worker_is_requeued(
     wait_until(rerun, 15, "the claimed message to run again")
 
 
-def test_closing_gives_back_claimed_messages_not_handed_out(redis_url, redis_server, log_path):
+def test_closing_gives_back_claimed_messages_not_handed_out(
+    idle: IdleWorker, redis_server: Any
+) -> None:
     # Given a consumer of a worker with 2 threads, nothing handed out yet
-    broker = make_broker("frugal", redis_url)
-    actors = declare_actors(broker, str(log_path))
-    broker.worker_threads = 2
-    consumer = broker.consume("kit-a", prefetch=4, timeout=100)
-    assert next(consumer) is None  # (it has found the queue empty)
+    broker, actors, consumer = idle.broker, idle.actors, idle.consumer
 
     # When a worker thread in its after-hooks sends a message: it is claimed
     broker.handoff.finishing("kit-a")
@@ -170,16 +192,11 @@ def test_closing_gives_back_claimed_messages_not_handed_out(redis_url, redis_ser
         assert client.lrange("dramatiq:kit-a", 0, -1) == [redis_id.encode()]
         assert not client.exists(f"dramatiq:__acks__.{broker.broker_id}.kit-a")
     broker.handoff.finished()
-    broker.close()
 
 
-def test_delayed_and_outside_sends_are_never_claimed(redis_url, redis_server, log_path):
+def test_delayed_and_outside_sends_are_never_claimed(idle: IdleWorker, redis_server: Any) -> None:
     # Given a consumer of a worker with free threads
-    broker = make_broker("frugal", redis_url)
-    actors = declare_actors(broker, str(log_path))
-    broker.worker_threads = 2
-    consumer = broker.consume("kit-a", prefetch=4, timeout=100)
-    assert next(consumer) is None  # (it has found the queue empty)
+    broker, actors, consumer = idle.broker, idle.actors, idle.consumer
 
     # When a thread that is not finishing a message sends, and a finishing one sends a
     # delayed message
@@ -194,17 +211,13 @@ def test_delayed_and_outside_sends_are_never_claimed(redis_url, redis_server, lo
         assert pushed(client, broker) == 1
         assert client.llen("dramatiq:kit-a.DQ") == 1
         assert consumer.outstanding_message_count == 0
-    consumer.close()
-    broker.close()
 
 
-def test_sends_are_pushed_while_older_messages_may_be_queued(redis_url, redis_server, log_path):
+def test_sends_are_pushed_while_older_messages_may_be_queued(
+    idle: IdleWorker, redis_server: Any
+) -> None:
     # Given a consumer of a worker with free threads, and a message already queued
-    broker = make_broker("frugal", redis_url)
-    actors = declare_actors(broker, str(log_path))
-    broker.worker_threads = 2
-    consumer = broker.consume("kit-a", prefetch=4, timeout=100)
-    assert next(consumer) is None  # (it has found the queue empty)
+    broker, actors, consumer = idle.broker, idle.actors, idle.consumer
     actors["record"].send("older")
     consumer._may_have_more = True  # what a wake-up or a full refill tells it
 
@@ -217,5 +230,3 @@ def test_sends_are_pushed_while_older_messages_may_be_queued(redis_url, redis_se
     with redis_server.client() as client:
         assert pushed(client, broker) == 2
     assert consumer.outstanding_message_count == 0
-    consumer.close()
-    broker.close()
