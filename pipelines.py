@@ -102,6 +102,7 @@ class Plan(Generic[K]):
     def placements(self, first_unit: int = 0) -> dict[K, Placement]:
         """Return where each task sits in the plan, units numbered from ``first_unit``."""
         waiting_on = collections.Counter(gated for _, gated in self.links)
+        ranks = remaining_paths(self)
         return {
             key: Placement(
                 unit=first_unit + number,
@@ -110,6 +111,7 @@ class Plan(Generic[K]):
                 # A group's every task frees its slot; a pipeline's last step frees its one.
                 frees_slot=unit.mode == GROUP or step == len(unit.keys) - 1,
                 waiting_on=waiting_on[key],
+                rank=ranks[key],
             )
             for number, unit in enumerate(self.units)
             for step, key in enumerate(unit.keys)
@@ -125,6 +127,42 @@ class Placement:
     mode: str
     frees_slot: bool
     waiting_on: int
+    #: Its longest chain of tasks to the end of its job, itself included.
+    rank: int
+
+
+def remaining_paths(plan: Plan[K]) -> dict[K, int]:
+    """Return each task's rank: its longest chain of tasks to the end of its job.
+
+    The chain counts the task itself; a pipeline step is followed by the next step of
+    its unit, a task by the first task of each unit linked to it (``plan.links``). A
+    task nothing follows has rank 1. Iterative (a topological pass, last tasks first), so
+    a long chain needs no deep recursion.
+    """
+    after = _followers(plan)
+    waiting = collections.Counter(later for laters in after.values() for later in laters)
+    order = [key for key in after if not waiting[key]]
+    for key in order:  # grows as it goes: a task joins once all before it are in
+        for later in after[key]:
+            waiting[later] -= 1
+            if not waiting[later]:
+                order.append(later)
+    ranks: dict[K, int] = {}
+    for key in reversed(order):
+        ranks[key] = 1 + max((ranks[later] for later in after[key]), default=0)
+    return ranks
+
+
+def _followers(plan: Plan[K]) -> dict[K, list[K]]:
+    """Return, for each task of ``plan``, the tasks that may start only after it."""
+    after: dict[K, list[K]] = {key: [] for unit in plan.units for key in unit.keys}
+    for done, gated in plan.links:
+        after[done].append(gated)
+    for unit in plan.units:
+        if unit.mode == PIPELINE:
+            for step, next_step in itertools.pairwise(unit.keys):
+                after[step].append(next_step)
+    return after
 
 
 class MaxInFlightError(PlanError):
@@ -340,6 +378,8 @@ class DispatchSpec:
     max_retries: int | None
     #: For a pipeline resumed mid-way: the guide of the step before the first one sent.
     previous_output: str | None = None
+    #: Each run's rank (:func:`remaining_paths`), in the order of ``run_ids``; empty: unranked.
+    ranks: tuple[int, ...] = ()
 
 
 def compose(
@@ -349,13 +389,19 @@ def compose(
 
     A pipeline starts at its first unfinished step; each step is handed the previous
     step's guide by Dramatiq's ``Pipelines`` middleware (a resumed pipeline's first step
-    gets ``spec.previous_output``).
+    gets ``spec.previous_output``). Each message's options carry its run's ``rank``
+    (when ``spec.ranks`` is given), so a priority-aware broker can run long chains
+    first; a pipeline's later steps keep their own, as each step is its own message.
     """
     if not spec.run_ids:
         return None
     actor = broker.get_actor(actor_name)
     options = {} if spec.max_retries is None else {"max_retries": spec.max_retries}
-    messages = [actor.message_with_options(args=(run_id,), **options) for run_id in spec.run_ids]
+    ranked = [{"rank": rank} for rank in spec.ranks] if spec.ranks else [{}] * len(spec.run_ids)
+    messages = [
+        actor.message_with_options(args=(run_id,), **options, **rank)
+        for run_id, rank in zip(spec.run_ids, ranked, strict=True)
+    ]
     if spec.mode == PIPELINE:
         if spec.previous_output is not None:
             messages[0] = messages[0].copy(args=(spec.run_ids[0], spec.previous_output))

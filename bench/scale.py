@@ -104,27 +104,6 @@ def barrier_schedule(batches: list[dict[str, Any]], jobs: int, threads: int) -> 
     return end
 
 
-def remaining_paths(plan: Any) -> dict[str, int]:
-    """Return each task's longest chain of tasks from it to the end of its job, itself
-    included: a pipeline step is followed by the next step, a unit's task by the units
-    linked to it."""
-    after: dict[str, list[str]] = collections.defaultdict(list)
-    for done, gated in plan.links:
-        after[done].append(gated)
-    for unit in plan.units:
-        for step, key in enumerate(unit.keys[:-1]):
-            if unit.mode == "pipeline":
-                after[key].append(unit.keys[step + 1])
-    paths: dict[str, int] = {}
-
-    def path(key: str) -> int:
-        if key not in paths:
-            paths[key] = 1 + max((path(later) for later in after[key]), default=0)
-        return paths[key]
-
-    return {key: path(key) for unit in plan.units for key in unit.keys}
-
-
 def flow_schedule(
     plan: Any, max_in_flight: int, jobs: int, threads: int, *, by_path: bool = False
 ) -> float:
@@ -136,9 +115,9 @@ def flow_schedule(
     previous step ends. The best the worker side can do under the jobs' dependencies.
 
     ``by_path``: the queue hands out first the task with the longest chain still after
-    it (:func:`remaining_paths`), across jobs, instead of the oldest.
+    it (:func:`pipelines.remaining_paths`), across jobs, instead of the oldest.
     """
-    paths = remaining_paths(plan)
+    paths = pipelines.remaining_paths(plan)
     gates: dict[str, list[str]] = collections.defaultdict(list)
     for done, gated in plan.links:
         gates[done].append(gated)
