@@ -17,6 +17,9 @@ producers and consumers can share queues with it), fewer billed commands:
 - messages a worker thread sends from its after-hooks (a pipeline's next step, the
   tasks an outcome releases) are claimed by its own process when it has free threads:
   written straight into its acks set, no push, wake-up or fetch (:mod:`workers.redis_handoff`);
+- a message's ``rank`` option rides in its Redis id and the fetch takes the highest
+  ranked of the queue's head first (:mod:`workers.redis_rank`), at no command more
+  except one LPUSH when a fetch leaves ranked ids behind;
 - redis-py's ``CLIENT SETINFO``/``MAINT_NOTIFICATIONS`` on each new connection are off.
 
 Every command the broker's connections send is counted in memory by
@@ -40,7 +43,8 @@ from dramatiq.brokers.redis import (
     DEFAULT_MAINTENANCE_CHANCE,
     RedisBroker,
 )
-from dramatiq.common import current_millis
+from dramatiq.common import current_millis, dq_name
+from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
 try:
@@ -48,7 +52,7 @@ try:
 except ImportError:  # redis-py < 7 has no maintenance notifications
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
-from workers import redis_meter
+from workers import redis_meter, redis_rank
 from workers.redis_acks import AckBatcher, ack_batch
 from workers.redis_consumer import FrugalConsumer
 from workers.redis_handoff import HandoffMiddleware, LocalHandoff
@@ -71,6 +75,10 @@ DEFAULT_MAINTENANCE_INTERVAL = 60 * 60 * 1000
 DEFAULT_FETCH_MARGIN = 3
 #: How long an ack waits for others finishing about the same time, in milliseconds.
 DEFAULT_ACK_WINDOW = 100
+#: Ids at the head of a queue a fetch looks at to take the highest-ranked first.
+DEFAULT_RANK_WINDOW = 64
+#: Most ids a fetch looks at (Lua's ``unpack`` has a stack limit).
+MAX_RANK_WINDOW = 1000
 
 #: Options of :class:`FrugalRedisBroker` that Dramatiq's ``RedisBroker`` does not take.
 FRUGAL_OPTIONS = (
@@ -79,6 +87,7 @@ FRUGAL_OPTIONS = (
     "maintenance_interval",
     "fetch_margin",
     "ack_window",
+    "rank_window",
     "local_handoff",
     "busy_notices",
 )
@@ -118,6 +127,8 @@ class FrugalRedisBroker(RedisBroker):
         every heartbeat timeout).
       fetch_margin(int): Messages a process may hold beyond one per worker thread.
       ack_window(int): How long an ack waits to be sent with others, in milliseconds.
+      rank_window(int): Ids at the head of a queue a fetch looks at to take the
+        highest-ranked messages first (:mod:`workers.redis_rank`); 0: first in, first out.
       local_handoff(bool): Let a worker thread's sends from its after-hooks go straight
         to this process's free threads (:mod:`workers.redis_handoff`).
       busy_notices(bool): Leave a notice when starting work, and wait for others' while
@@ -136,6 +147,7 @@ class FrugalRedisBroker(RedisBroker):
         maintenance_interval: int = DEFAULT_MAINTENANCE_INTERVAL,
         fetch_margin: int = DEFAULT_FETCH_MARGIN,
         ack_window: int = DEFAULT_ACK_WINDOW,
+        rank_window: int = DEFAULT_RANK_WINDOW,
         local_handoff: bool = True,
         busy_notices: bool = True,
         maintenance_chance: int = DEFAULT_MAINTENANCE_CHANCE,
@@ -148,6 +160,8 @@ class FrugalRedisBroker(RedisBroker):
             raise ValueError(f"safety_interval must be {low}-{high} seconds, got {safety_interval}")
         if fetch_margin < 0 or ack_window < 0:
             raise ValueError("fetch_margin and ack_window must not be negative")
+        if not 0 <= rank_window <= MAX_RANK_WINDOW:
+            raise ValueError(f"rank_window must be 0-{MAX_RANK_WINDOW}, got {rank_window}")
         if url and "client" not in parameters:
             parameters["connection_pool"] = redis.ConnectionPool.from_url(url, **no_housekeeping())
         elif "client" not in parameters and "connection_pool" not in parameters:
@@ -171,6 +185,7 @@ class FrugalRedisBroker(RedisBroker):
         self.safety_interval = safety_interval
         self.maintenance_interval = maintenance_interval
         self.fetch_margin = fetch_margin
+        self.rank_window = rank_window
         #: Worker threads of the process's Dramatiq worker (set when it boots).
         self.worker_threads: int | None = None
         self.heartbeat = Heartbeat(self._beat, heartbeat_timeout=heartbeat_timeout)
@@ -237,6 +252,21 @@ class FrugalRedisBroker(RedisBroker):
             self._batch.pending = None
         self._push(pending)
 
+    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+        """Enqueue a message as Dramatiq's ``RedisBroker`` does, under a Redis id that
+        carries the message's rank (:mod:`workers.redis_rank`).
+        """
+        message = message.copy(options={"redis_message_id": redis_rank.redis_id(message.options)})
+        queue_name = message.queue_name
+        if delay is not None:
+            queue_name = dq_name(queue_name)
+            eta = current_millis() + delay
+            message = message.copy(queue_name=queue_name, options={"eta": eta})
+        self.emit_before("enqueue", message, delay)
+        self.do_enqueue(queue_name, message.options["redis_message_id"], message.encode())
+        self.emit_after("enqueue", message, delay)
+        return message
+
     def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> None:
         """Store a message and push its id: HSET then RPUSH, one round trip, no script.
 
@@ -253,6 +283,9 @@ class FrugalRedisBroker(RedisBroker):
         by_queue: dict[str, dict[str, bytes]] = {}
         for queue_name, message_id, data in messages:
             by_queue.setdefault(queue_name, {})[message_id] = data
+        # Highest ranked first: a local hand-over claims those, the rest queue in that order.
+        for queue_name, batch in by_queue.items():
+            by_queue[queue_name] = {i: batch[i] for i in redis_rank.highest_first(batch)}
         if not by_queue:
             return
         counts = {queue_name: len(batch) for queue_name, batch in by_queue.items()}
@@ -293,14 +326,16 @@ class FrugalRedisBroker(RedisBroker):
         self, queue_name: str, count: int, *, taken: bool = False, acks: Sequence[str] = ()
     ) -> tuple[list[tuple[str, bytes]], bool]:
         """Take up to ``count`` messages; return (redis id, data) pairs and whether the
-        queue is known to hold more.
+        queue may hold more.
 
         With ``taken`` (after a wait), the ids the wait moved to this consumer's taken
-        list come first, then the queue's head, and the queue is probed for more.
-        ``acks`` (redis ids of finished messages of this queue) are acked first, in the
-        same script call.
+        list come first, then the queue's head, and the queue is probed for more. From
+        the queue it takes the highest-ranked of a window of :attr:`rank_window` ids (a
+        delay queue's consumer takes them in order). ``acks`` (redis ids of finished
+        messages of this queue) are acked first, in the same script call.
         """
         key = self.key(queue_name)
+        window = 0 if queue_name == dq_name(queue_name) else self.rank_window
         beat = self.heartbeat.due()
         # Starting work after half a heartbeat timeout or more holding nothing: leave a
         # busy notice for an idle worker (workers.redis_watch). After a shorter pause a
@@ -316,13 +351,13 @@ class FrugalRedisBroker(RedisBroker):
                 ],
                 args=[
                     *(count, int(beat) + 2 * int(announce), self.broker_id, current_millis()),
-                    *(int(taken), *acks),
+                    *(int(taken), window, *acks),
                 ],
             )
             if beat:
                 self.heartbeat.beaten()
             found = len(flat) // 2
-            _count_fetch_calls(beat, taken, count, found, bool(acks), bool(more))
+            _count_fetch_calls(beat, taken, count, found, bool(acks), more == PUSHED_BACK)
             if announce and found:
                 redis_meter.METER.count("ZADD")
             pairs = [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
@@ -390,13 +425,18 @@ class FrugalRedisBroker(RedisBroker):
         self.client.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: current_millis()})
 
 
+#: ``fetch.lua``'s first answer when it pushed ids back to the queue's head.
+PUSHED_BACK = 1
+
+
 def _count_fetch_calls(
     beat: bool, taken: bool, count: int, found: int, acked: bool, more: bool
 ) -> None:
     """Meter the commands ``fetch.lua`` ran, as a host bills them (the EVALSHA is metered
     when sent): HDEL and SREM when acks rode along, ZADD when it beat, LPOP of the taken
     list when asked, LPOP of the queue unless the taken list filled the request, LPUSH
-    when its probe found more, then SADD and HMGET when it found messages.
+    when it pushed ids back (a probe or a rank window found more than it took), then
+    SADD and HMGET when it found messages.
 
     (Counted as if the taken list held at most one id, as a wait moves one; an id whose
     data was gone costs one more SREM, unseen here; both are rare.)

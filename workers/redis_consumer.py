@@ -282,8 +282,7 @@ class FrugalConsumer(Consumer):
         except redis.RedisError:
             self.broker.acks.give_back(self.queue_name, acked)
             raise
-        # After a wait the script probed the queue; otherwise a full fetch may have left more.
-        self._may_have_more = more if taken else len(pairs) == count
+        self._may_have_more = more
         self.message_cache.extend(pairs)
         if pairs:
             # Busy again after an idle spell: look after dead workers within a timeout.

@@ -750,3 +750,56 @@ def test_maintenance_slows_to_the_idle_interval_once_work_stops(start_in_process
 
     # Then it bills nothing: no maintenance every heartbeat timeout while all are idle
     assert sum(billed.values()) == 0, billed
+
+
+# --- ranks (ours) ---------------------------------------------------------------------
+
+
+def _queue_before_a_worker(redis_url: str, log_path: Path, sends: list[tuple[str, int | None]]):
+    """Send ``record`` messages (token, rank or None) one by one while no worker runs."""
+    producer = make_broker("frugal", redis_url)
+    actors = declare_actors(producer, str(log_path))
+    for token, rank in sends:
+        options = {} if rank is None else {"rank": rank}
+        actors["record"].send_with_options(args=(token,), **options)
+    producer.close()
+
+
+@pytest.mark.parametrize("kind", ["frugal"])
+@pytest.mark.parametrize(("window", "place"), [(64, 0), (4, 3), (0, 6)])
+def test_a_ranked_message_overtakes_the_stock_ones_within_the_window(
+    start_in_process, redis_url, log_path, window, place
+):
+    # Given six messages without a rank (as a stock producer sends), then one ranked
+    sends = [(f"u{i}", None) for i in range(6)] + [("ranked", 3)]
+    _queue_before_a_worker(redis_url, log_path, sends)
+
+    # When a worker with one thread and no margin takes them, looking at `window` ids
+    start_in_process(threads=1, fetch_margin=0, rank_window=window)
+    wait_until(lambda: len(ends(log_path)) >= 7, 15, "the 7 messages")
+
+    # Then the ranked one runs as soon as it is in the window (the first fetch sees all
+    # 7 with 64; with 4, the fourth fetch; with 0, the queue's order), the others in order
+    order = [event["token"] for event in starts(log_path)]
+    unranked = [token for token, _ in sends[:-1]]
+    assert order == [*unranked[:place], "ranked", *unranked[place:]]
+
+
+@pytest.mark.parametrize("kind", ["frugal"])
+def test_a_window_as_big_as_the_queue_runs_messages_by_rank(start_in_process, redis_url, log_path):
+    # Given 30 messages sent one by one with ranks out of order, some equal
+    ranks = [(i * 7) % 5 for i in range(30)]
+    _queue_before_a_worker(redis_url, log_path, [(f"m{i}", r) for i, r in enumerate(ranks)])
+
+    # When a worker with one thread and no margin takes them
+    start_in_process(threads=1, fetch_margin=0)
+    wait_until(lambda: len(ends(log_path)) >= 30, 15, "the 30 messages")
+
+    # Then they run highest rank first, equal ranks in the order they were sent
+    expected = sorted(range(30), key=lambda i: -ranks[i])
+    assert [event["token"] for event in starts(log_path)] == [f"m{i}" for i in expected]
+
+
+def test_a_rank_window_out_of_range_is_refused(redis_url):
+    with pytest.raises(ValueError, match="rank_window must be 0-1000"):
+        make_broker("frugal", redis_url, rank_window=1001)

@@ -61,10 +61,12 @@ def test_the_meter_matches_a_per_command_hosts_bill_of_fetches(redis_url, tmp_pa
     METER.take()
     start = time.time()
 
-    # When it enqueues 3 messages, fetches them (writing a heartbeat), then finds none
+    # When it enqueues 3 messages, fetches the highest ranked (writing a heartbeat; the
+    # other two go back to the queue), then the other two, then finds none
     for i in range(3):
-        broker.do_enqueue("metered", f"id-{i}", b"{}")
-    assert len(broker.fetch("metered", 5)) == 3
+        broker.do_enqueue("metered", f"{i}.id-{i}", b"{}")
+    assert [redis_id for redis_id, _ in broker.fetch("metered", 1)] == ["2.id-2"]
+    assert len(broker.fetch("metered", 5)) == 2
     assert broker.fetch("metered", 5) == []
     time.sleep(0.3)  # MONITOR output reaches its log
     billed = monitor.bill(start, time.time())
@@ -78,7 +80,7 @@ def test_the_meter_matches_a_per_command_hosts_bill_of_fetches(redis_url, tmp_pa
     as_billed = collections.Counter({name.removeprefix("lua:"): 0 for name in billed})
     for name, n in billed.items():
         as_billed[name.removeprefix("lua:")] += n
-    assert billed["lua:LPOP"] == 2 and billed["lua:HMGET"] == 1
+    assert billed["lua:LPOP"] == 3 and billed["lua:LPUSH"] == 1 and billed["lua:HMGET"] == 2
     assert metered == as_billed
 
 
