@@ -142,6 +142,9 @@ class Settings:
     REDIS_FETCH_MARGIN: int = 3
     #: How long an ack waits to be sent with others finishing about then, in milliseconds.
     REDIS_ACK_WINDOW_MS: int = 100
+    #: Ids at the head of a queue a fetch looks at to take the highest-ranked task first
+    #: (the longest chain of tasks left); 0: first in, first out. At most 1000.
+    REDIS_RANK_WINDOW: int = 64
     #: Let messages a worker thread sends as it finishes a task (released tasks, a
     #: pipeline's next step) go straight to its own process's free threads (on/off).
     REDIS_LOCAL_HANDOFF: bool = True

@@ -30,6 +30,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             maintenance_interval=settings.REDIS_MAINTENANCE_INTERVAL_MS,
             fetch_margin=settings.REDIS_FETCH_MARGIN,
             ack_window=settings.REDIS_ACK_WINDOW_MS,
+            rank_window=settings.REDIS_RANK_WINDOW,
             local_handoff=settings.REDIS_LOCAL_HANDOFF,
         )
     else:
