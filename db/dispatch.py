@@ -22,6 +22,7 @@ _RUNS_TO_SEND = (
         TaskRun.id,
         TaskRun.status,
         TaskRun.task_id,
+        TaskRun.rank,
     )
     .join(Job, Job.id == Batch.job_id)
     .join(TaskRun, TaskRun.batch_id == Batch.id)
@@ -55,4 +56,5 @@ def read_dispatch(session: orm.Session, batch_id: int) -> DispatchSpec | None:
         run_ids=tuple(runs[i].id for i in pending),
         max_retries=batch.max_retries,
         previous_output=previous_output,
+        ranks=tuple(runs[i].rank for i in pending),
     )

@@ -282,6 +282,9 @@ class TaskRun(Base):
     waiting_on: Mapped[int] = mapped_column(default=0)
     #: Whether its end frees its unit's slot (a group's every task, a pipeline's last).
     frees_slot: Mapped[bool] = mapped_column(default=True)
+    #: Its longest chain of tasks left, itself included (``pipelines.remaining_paths``),
+    #: sent with its message so a priority-aware broker runs long chains first; 0: unranked.
+    rank: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
     status: Mapped[str] = mapped_column(sa.String(16), default=RunStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(sa.Text)

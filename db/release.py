@@ -130,7 +130,7 @@ _READY_UNITS = (
 )
 #: Every run of those units, in order.
 READY_RUNS = (
-    sa.select(TaskRun.id, TaskRun.unit, TaskRun.unit_mode)
+    sa.select(TaskRun.id, TaskRun.unit, TaskRun.unit_mode, TaskRun.rank)
     .where(
         TaskRun.job_id == sa.bindparam("job_id"),
         TaskRun.status == RunStatus.WAITING,
@@ -262,10 +262,11 @@ def _write(
     firsts = [(pipeline[0].unit, PIPELINE, (pipeline,)) for pipeline in pipelined]
     if groups:
         firsts.append((groups[0][0].unit, GROUP, tuple(groups)))
-    batches = [
-        (mode, tuple(run.id for unit in members for run in unit))
+    ordered = [
+        (mode, [run for unit in members for run in unit])
         for _, mode, members in sorted(firsts, key=lambda first: first[0])
     ]
+    batches = [(mode, tuple(run.id for run in runs)) for mode, runs in ordered]
     first = released_before + 1
     batch_writes.write_batches(session.connection(), job_id, batches, first, now)
     started = tuple(
@@ -276,7 +277,10 @@ def _write(
         for i, (mode, ids) in enumerate(batches)
     )
     return Released(
-        dispatches=tuple(DispatchSpec(mode, ids, max_retries) for mode, ids in batches),
+        dispatches=tuple(
+            DispatchSpec(mode, ids, max_retries, ranks=tuple(run.rank for run in runs))
+            for (mode, ids), (_, runs) in zip(batches, ordered, strict=True)
+        ),
         events=started,
         slots=sum(1 if unit[0].unit_mode == PIPELINE else len(unit) for unit in units),
         last_index=first + len(batches) - 1,

@@ -11,12 +11,20 @@ from db.models import RunLink
 from pipelines import Placement, Plan
 
 #: The task-run columns that keep a run's place in its plan.
-PLACE_COLUMNS = ("unit", "step", "unit_mode", "frees_slot", "waiting_on", "position")
+PLACE_COLUMNS = ("unit", "step", "unit_mode", "frees_slot", "waiting_on", "position", "rank")
 
 
 def run_columns(place: Placement) -> dict[str, Any]:
     """Return the :data:`PLACE_COLUMNS` of ``place`` (a released run's batch comes later)."""
-    values = (place.unit, place.step, place.mode, place.frees_slot, place.waiting_on, place.step)
+    values = (
+        place.unit,
+        place.step,
+        place.mode,
+        place.frees_slot,
+        place.waiting_on,
+        place.step,
+        place.rank,
+    )
     return dict(zip(PLACE_COLUMNS, values, strict=True))
 
 
