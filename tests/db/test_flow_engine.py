@@ -51,6 +51,8 @@ class Run:
     deps: dict[str, tuple[str, ...]]
     #: The job's cap on units queued or running.
     cap: int
+    #: Each task's rank in the job's plan (``pipelines.remaining_paths``).
+    ranks: dict[str, int] = dataclasses.field(default_factory=dict)
     #: Order in which the generator ran, by task key (one entry per call).
     generated: list[str] = dataclasses.field(default_factory=list)
     released: list[DispatchSpec] = dataclasses.field(default_factory=list)
@@ -213,6 +215,7 @@ def _run(nodes: list[TaskNode[str]], data: st.DataObject, *, redeliver: bool) ->
         failing=failing,
         deps={n.key: n.depends_on for n in nodes},
         cap=batch_size if cap is None else cap,
+        ranks=pipelines.remaining_paths(pipelines.plan(nodes, strategy, batch_size)),
     )
     Workers(run, redeliver=redeliver).run_job(created)
     return run
@@ -232,6 +235,9 @@ def _assert_engine_held(run: Run, nodes: list[TaskNode[str]], *, redelivered: bo
     # Each run was released once.
     released = collections.Counter(r for spec in run.released for r in spec.run_ids)
     assert set(released) <= set(run.task_of_run) and max(released.values()) == 1
+    # Each was released with its rank in the plan, in the order of its batch's runs.
+    for spec in run.released:
+        assert spec.ranks == tuple(run.ranks[run.task_of_run[r]] for r in spec.run_ids)
     job = jobs.snapshot(run.job_id)
     statuses = {r["key"]: r["status"] for b in job["batches"] for r in b["runs"]}
     statuses |= {r["key"]: r["status"] for r in job["unreleased"]}
