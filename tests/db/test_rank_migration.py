@@ -26,7 +26,7 @@ def _runs(url: str) -> list[tuple[object, ...]]:
 
 def test_0010_ranks_stored_runs_0_and_drops_the_column_on_downgrade(database_url: str):
     # Given a database at head (the column as the models declare it) holding a job
-    assert migrate.current(database_url) == "0010"
+    assert (migrate.current(database_url) or "") >= "0010"
     assert _column_differences(database_url) == []
     db.configure(database_url)
     project_id = make_project("a", {"key": "b", "title": "B", "depends_on": ["a"]}, "c")
