@@ -153,6 +153,18 @@ def remaining_paths(plan: Plan[K]) -> dict[K, int]:
     return ranks
 
 
+def release_order(plan: Plan[K]) -> list[tuple[int, int]]:
+    """Return each unit's place in the engine's release order, by unit number: among
+    ready units, the longest chain of tasks left goes first (its first task's rank,
+    :func:`remaining_paths`), equal chains in the planner's order.
+
+    Ready units that do not all fit in the job's free slots then hold the slots for the
+    work that the job's end waits on longest, not for its leaves.
+    """
+    ranks = remaining_paths(plan)
+    return [(-ranks[unit.keys[0]], number) for number, unit in enumerate(plan.units)]
+
+
 def _followers(plan: Plan[K]) -> dict[K, list[K]]:
     """Return, for each task of ``plan``, the tasks that may start only after it."""
     after: dict[K, list[K]] = {key: [] for unit in plan.units for key in unit.keys}
@@ -217,7 +229,8 @@ def plan(nodes: Sequence[TaskNode[K]], strategy: str, batch_size: int) -> Plan[K
     by the tasks its first task depends on. ``batches``: the units are
     :func:`plan_batches`' batches, each gated by every task of the batch before it,
     which is the origin's barrier. Units are in the planner's order: among ready units,
-    the engine releases the earliest first, so runs are reproducible.
+    the engine releases the longest chain of tasks left first, then the earliest
+    (:func:`release_order`), so runs are reproducible.
     """
     if strategy == BATCHES:
         units = plan_batches(nodes, batch_size)

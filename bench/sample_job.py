@@ -62,8 +62,9 @@ def _sample_nodes() -> list[pipelines.TaskNode[str]]:
 def ideal_seconds(job: dict[str, Any], latency_ms: int, jitter: float) -> float:
     """The job's wall time with zero overhead: the engine's rules on each task's latency.
 
-    Units are released in plan order while slots are free (a pipeline takes one slot, a
-    group's task one each); a unit goes when every link into it is done.
+    Units are released while slots are free, the longest chain left first, then in plan
+    order (``pipelines.release_order``; a pipeline takes one slot, a group's task one
+    each); a unit goes when every link into it is done.
     """
     generator = OfflineGenerator(latency_ms=latency_ms, jitter=jitter)
     nodes = _sample_nodes()
@@ -77,14 +78,15 @@ def ideal_seconds(job: dict[str, Any], latency_ms: int, jitter: float) -> float:
     for done, gated in plan.links:
         links[done].append(gated)
     unit_of = {unit.keys[0]: number for number, unit in enumerate(plan.units)}
-    ready = [number for number, unit in enumerate(plan.units) if not waiting[unit.keys[0]]]
+    order = pipelines.release_order(plan)
+    ready = [order[number] for number, unit in enumerate(plan.units) if not waiting[unit.keys[0]]]
     heapq.heapify(ready)
     ends: list[tuple[float, int, str, bool]] = []  # (time, tie, task, frees a slot)
     tie, now, free = itertools.count(), 0.0, job["max_in_flight"]
     while ready or ends:
         took = False
         while ready and free > 0:
-            unit = plan.units[ready[0]]
+            unit = plan.units[ready[0][1]]
             cost = 1 if unit.mode == pipelines.PIPELINE else len(unit.keys)
             if took and cost > free:  # as the engine: the first ready unit always goes
                 break
@@ -102,7 +104,7 @@ def ideal_seconds(job: dict[str, Any], latency_ms: int, jitter: float) -> float:
         for gated in links[key]:
             waiting[gated] -= 1
             if not waiting[gated]:
-                heapq.heappush(ready, unit_of[gated])
+                heapq.heappush(ready, order[unit_of[gated]])
     return now
 
 

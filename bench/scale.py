@@ -109,7 +109,8 @@ def flow_schedule(
 ) -> float:
     """Return the makespan, in task latencies, of ``jobs`` copies of a flow job on
     ``threads`` threads with no overhead: each job releases its units as the engine does
-    (a unit once every link into it is done, in plan order, within ``max_in_flight``
+    (a unit once every link into it is done, the longest chain left first, then in plan
+    order (``pipelines.release_order``), within ``max_in_flight``
     slots: a pipeline takes one, a group's task one each), released tasks queue first
     come, first served for a free thread, a pipeline's next step joins the queue when its
     previous step ends. The best the worker side can do under the jobs' dependencies.
@@ -123,8 +124,10 @@ def flow_schedule(
         gates[done].append(gated)
     first = {unit.keys[0]: number for number, unit in enumerate(plan.units)}
     waiting = [collections.Counter(gated for _, gated in plan.links) for _ in range(jobs)]
+    order = pipelines.release_order(plan)
     ready = [
-        [n for n, u in enumerate(plan.units) if not waiting[0][u.keys[0]]] for _ in range(jobs)
+        [order[n] for n, u in enumerate(plan.units) if not waiting[0][u.keys[0]]]
+        for _ in range(jobs)
     ]
     slots = [max_in_flight] * jobs
     queue: list[tuple[int, int, int, int, int]] = []  # key, tie, job, unit, step
@@ -138,12 +141,12 @@ def flow_schedule(
     def release(job: int) -> None:
         took = False
         while ready[job] and slots[job] > 0:
-            unit = plan.units[ready[job][0]]
+            unit = plan.units[ready[job][0][1]]
             cost = 1 if unit.mode == "pipeline" else len(unit.keys)
             if took and cost > slots[job]:
                 break
             took = True
-            number = heapq.heappop(ready[job])
+            number = heapq.heappop(ready[job])[1]
             slots[job] -= cost
             for step in [0] if unit.mode == "pipeline" else range(len(unit.keys)):
                 enqueue(job, number, step)
@@ -166,7 +169,7 @@ def flow_schedule(
         for gated in gates[unit.keys[step]]:
             waiting[job][gated] -= 1
             if not waiting[job][gated]:
-                heapq.heappush(ready[job], first[gated])
+                heapq.heappush(ready[job], order[first[gated]])
         release(job)
     return now
 

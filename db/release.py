@@ -3,8 +3,9 @@
 A job's plan (``pipelines.plan``) gives units (a single task, a group of tasks, or a
 pipeline) and links (``run_links``: when a run ends, the unit starting with the linked
 run waits for one less). An outcome that ends runs :func:`unlink`\\ s them and frees
-their slots (:data:`FREE_SLOTS`); then :func:`release_locked` takes the ready units, in
-plan order, while the job has free slots (``max_in_flight``), and writes each release
+their slots (:data:`FREE_SLOTS`); then :func:`release_locked` takes the ready units, the
+longest chain of tasks left first (``task_runs.rank``), then in plan order, while the
+job has free slots (``max_in_flight``), and writes each release
 as a batch: the ready single tasks as one ``group``, each pipeline as its own. Both
 strategies run here: ``batches`` is the plan whose every unit is linked to all runs of
 the unit before.
@@ -116,7 +117,8 @@ STOP_AT_BUDGET = (
     .returning(TaskRun.id, TaskRun.task_id)
 )
 _ready = orm.aliased(TaskRun)
-#: The job's first ``limit`` ready units (their first run waits on nothing), in plan order.
+#: The job's first ``limit`` ready units (their first run waits on nothing): the longest
+#: chain of tasks left first (its first run's rank), then in plan order.
 _READY_UNITS = (
     sa.select(_ready.unit)
     .where(
@@ -125,7 +127,7 @@ _READY_UNITS = (
         _ready.step == 0,
         _ready.waiting_on <= 0,
     )
-    .order_by(_ready.unit)
+    .order_by(_ready.rank.desc(), _ready.unit)
     .limit(sa.bindparam("limit"))
 )
 #: Every run of those units, in order.
@@ -226,15 +228,17 @@ def _stop_at_budget(connection: sa.Connection, job_id: int, now: Any) -> Release
 
 
 def _within(runs: Sequence[sa.Row[Any]], free: int) -> list[list[sa.Row[Any]]]:
-    """Return the units (their runs, in plan order) that fit in ``free`` slots.
+    """Return the units (their runs in order) that fit in ``free`` slots, the longest
+    chain of tasks left first, then in plan order (as :data:`_READY_UNITS` picks them).
 
     A pipeline takes one slot; a group unit one per task. The first unit always fits
     (``max_in_flight`` is at least a group unit's size).
     """
+    units = [list(unit_runs) for _, unit_runs in itertools.groupby(runs, key=lambda r: r.unit)]
+    units.sort(key=lambda unit: (-unit[0].rank, unit[0].unit))
     taken: list[list[sa.Row[Any]]] = []
     used = 0
-    for _, unit_runs in itertools.groupby(runs, key=lambda run: run.unit):
-        unit = list(unit_runs)
+    for unit in units:
         cost = 1 if unit[0].unit_mode == PIPELINE else len(unit)
         if taken and used + cost > free:
             break

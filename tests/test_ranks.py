@@ -79,6 +79,19 @@ def test_a_task_before_a_pipeline_and_a_leaf_takes_the_longer_way():
     assert {key: place.rank for key, place in plan.placements().items()} == ranks
 
 
+def test_release_order_puts_the_longest_chain_first_then_the_plan_s_order():
+    # Given leaves x and y listed first, then a pipeline b -> c and a lone task e
+    nodes = [TaskNode("x"), TaskNode("y"), TaskNode("b"), TaskNode("c", ("b",)), TaskNode("e")]
+    plan = pipelines.plan(nodes, FLOW, 5)
+
+    # When the units are sorted by their place in the release order
+    order = pipelines.release_order(plan)
+    released = [plan.units[number].keys for _, number in sorted(order)]
+
+    # Then the pipeline (a chain of two) goes before the leaves, which keep their order
+    assert released == [("b", "c"), ("x",), ("y",), ("e",)]
+
+
 def test_batches_chain_every_batch_after_the_one_before():
     # Given four independent tasks planned two per batch
     nodes = [TaskNode(f"t{i}") for i in range(4)]

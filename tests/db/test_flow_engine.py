@@ -285,6 +285,24 @@ def test_the_peak_reaches_the_cap_on_a_wide_project(database: None) -> None:
     assert run.peak == 3
 
 
+def test_ready_units_take_the_free_slots_longest_chain_first(database: None) -> None:
+    # Given leaves a and b listed first, then c, which d and e wait for, and one slot
+    after_c = [{"key": key, "title": key.upper(), "depends_on": ["c"]} for key in "de"]
+    project_id = make_project("a", "b", "c", *after_c)
+    created = jobs.create_job(
+        project_id, batch_size=1, max_batch_size=50, max_tasks=100, max_in_flight=1
+    )
+    task_of = _task_of_run(created.job_id)
+    run_of = {key: run_id for run_id, key in task_of.items()}
+
+    # Then the slot goes to c, whose chain (c, then d or e) is the longest left
+    assert [task_of[i] for spec in created.dispatches for i in spec.run_ids] == ["c"]
+    # And once c is done, every ready unit is a leaf: the first in plan order goes
+    starts.start_run(run_of["c"])
+    released = progress.record_outcome(run_of["c"], RunStatus.SUCCEEDED).dispatches
+    assert [task_of[i] for spec in released for i in spec.run_ids] == ["a"]
+
+
 def test_a_slot_freed_by_an_outcome_that_makes_nothing_ready_goes_to_a_unit_left_waiting(
     database: None,
 ) -> None:
