@@ -31,6 +31,8 @@ BATCHES = "batches"
 STRATEGIES = (FLOW, BATCHES)
 #: The actor that writes one task run's guide; its first argument is the run id.
 GENERATE_ACTOR = "generate_hands_on"
+#: The option of each task message that carries its run's rank (:func:`remaining_paths`).
+RANK_OPTION = "rank"
 
 
 class PlanError(InvalidInputError):
@@ -410,7 +412,7 @@ def compose(
         return None
     actor = broker.get_actor(actor_name)
     options = {} if spec.max_retries is None else {"max_retries": spec.max_retries}
-    ranked = [{"rank": rank} for rank in spec.ranks] if spec.ranks else [{}] * len(spec.run_ids)
+    ranked = [{RANK_OPTION: r} for r in spec.ranks] if spec.ranks else [{}] * len(spec.run_ids)
     messages = [
         actor.message_with_options(args=(run_id,), **options, **rank)
         for run_id, rank in zip(spec.run_ids, ranked, strict=True)

@@ -193,7 +193,8 @@ class FrugalConsumer(Consumer):
 
         The room is this consumer's free threads, counting the calling thread when it
         finishes a message of this queue (it is about to ack it); none while closing or
-        shutting down, nor while the queue may hold older messages (they run first).
+        shutting down, nor while the queue may hold other messages (older or higher-ranked
+        ones run first).
         Reserved room counts as held, so a wait's wake-up meanwhile does not fetch for
         the same threads.
         """

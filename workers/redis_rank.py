@@ -18,8 +18,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-#: The option of a Dramatiq message that carries its rank.
-RANK_OPTION = "rank"
+from pipelines import RANK_OPTION
+
 _RANKED = re.compile(r"(\d+)\.")
 
 
