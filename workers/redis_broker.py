@@ -329,10 +329,11 @@ class FrugalRedisBroker(RedisBroker):
         queue may hold more.
 
         With ``taken`` (after a wait), the ids the wait moved to this consumer's taken
-        list come first, then the queue's head, and the queue is probed for more. From
-        the queue it takes the highest-ranked of a window of :attr:`rank_window` ids (a
-        delay queue's consumer takes them in order). ``acks`` (redis ids of finished
-        messages of this queue) are acked first, in the same script call.
+        list come first, then the queue's head, and the queue is probed for more. When
+        it takes from the queue, it takes the highest-ranked of those ids and a window
+        of :attr:`rank_window` ids of the queue's head (a delay queue's consumer takes
+        them in order). ``acks`` (redis ids of finished messages of this queue) are
+        acked first, in the same script call.
         """
         key = self.key(queue_name)
         window = 0 if queue_name == dq_name(queue_name) else self.rank_window

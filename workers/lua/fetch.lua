@@ -10,9 +10,9 @@
 -- Ranked ids come first: an id "<rank>.<uuid>" (workers/redis_rank.py) outranks those
 -- with a lower rank, a stock id ranks 0. When it takes from the queue, the script pops a
 -- window of ARGV[6] ids off the head (or what it needs, if more), takes the highest
--- ranked, and pushes the rest back to the head highest ranked first, in one LPUSH: the
--- head of the queue stays in rank order, equal ranks first come, first served. A window
--- of 0 keeps the queue's order.
+-- ranked of those and the taken ones, and pushes the rest back to the head highest
+-- ranked first, in one LPUSH: the head of the queue stays in rank order, equal ranks
+-- first come, first served. A window of 0 keeps the queue's order.
 --
 -- Acks of the worker's finished messages of this queue ride along (ARGV[7] onwards):
 -- their data is deleted, then their ids leave the acks set, before the fetch.
