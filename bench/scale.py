@@ -14,8 +14,10 @@ max(critical path, tasks x latency / (K x T)) and the efficiency (ideal / wall);
 ``--strategy batches``, the ideal under the jobs' own batch barriers (each batch after
 the previous one, FIFO on K x T threads, no overhead), with flow the ideal under the
 jobs' dependencies (the engine's release rules replayed for N jobs on K x T threads,
-FIFO, no overhead) and the same with the queue handing out first the task with the
-longest chain of tasks still after it (what a priority queue could reach); the spread of
+FIFO, no overhead), the same with the queue handing out first the task with the
+longest chain of tasks still after it (what a priority queue could reach), and that
+with the K processes each fetching ``REDIS_FETCH_MARGIN`` messages ahead, task times
+±2% and the submits within 0.6 task latencies (the mean of 20 seeds); the spread of
 the jobs' finish times; billed Redis commands per task (``redis-cli monitor`` billed by
 ``redis-bill``: every command sent plus every ``redis.call`` inside a script); the peak
 of PostgreSQL connections to the database (``pg_stat_activity``, sampled every 0.2 s);
@@ -31,11 +33,13 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import heapq
 import itertools
 import json
 import os
+import random
 import secrets
 import signal
 import subprocess
@@ -56,6 +60,7 @@ from redis_cost import free_port, metered, redis_server  # noqa: E402
 from sample_job import _sample_nodes, fresh_postgres  # noqa: E402
 
 import pipelines  # noqa: E402
+import settings  # noqa: E402
 from samples import load_sample  # noqa: E402
 
 #: The queue the sample's messages go to (settings.QUEUE_NAME's default).
@@ -64,6 +69,12 @@ QUEUE = "handson"
 TOKEN = secrets.token_hex(16)
 #: Seconds between two samples of pg_stat_activity and of the jobs' progress.
 SAMPLE_S = 0.2
+#: The fetch-ahead replay: each task lasts 1 ± this many task latencies,
+REPLAY_JITTER = 0.02
+#: the jobs are submitted within this many task latencies of the first,
+REPLAY_SPREAD = 0.6
+#: and its figure is the mean over this many seeds.
+REPLAY_SEEDS = 20
 
 
 def critical_path(project: dict[str, Any]) -> int:
@@ -105,34 +116,49 @@ def barrier_schedule(batches: list[dict[str, Any]], jobs: int, threads: int) -> 
 
 
 def flow_schedule(
-    plan: Any, max_in_flight: int, jobs: int, threads: int, *, by_path: bool = False
+    plan: Any,
+    max_in_flight: int,
+    jobs: int,
+    threads: int,
+    *,
+    by_path: bool = False,
+    fetch_ahead: FetchAhead | None = None,
 ) -> float:
     """Return the makespan, in task latencies, of ``jobs`` copies of a flow job on
     ``threads`` threads with no overhead: each job releases its units as the engine does
     (a unit once every link into it is done, the longest chain left first, then in plan
-    order (``pipelines.release_order``), within ``max_in_flight``
-    slots: a pipeline takes one, a group's task one each), released tasks queue first
-    come, first served for a free thread, a pipeline's next step joins the queue when its
-    previous step ends. The best the worker side can do under the jobs' dependencies.
+    order (``pipelines.release_order``), within ``max_in_flight`` slots: a pipeline takes
+    one, a group's task one each), released tasks queue first come, first served for a
+    free thread, a pipeline's next step joins the queue when its previous step ends. The
+    best the worker side can do under the jobs' dependencies.
 
     ``by_path``: the queue hands out first the task with the longest chain still after
     it (:func:`pipelines.remaining_paths`), across jobs, instead of the oldest.
+    ``fetch_ahead``: the threads are split over processes that take messages ahead, and
+    the times vary (:class:`FetchAhead`).
     """
+    ahead = fetch_ahead or FetchAhead()
+    rng = random.Random(ahead.seed)
     paths = pipelines.remaining_paths(plan)
+    order = pipelines.release_order(plan)
     gates: dict[str, list[str]] = collections.defaultdict(list)
     for done, gated in plan.links:
         gates[done].append(gated)
     first = {unit.keys[0]: number for number, unit in enumerate(plan.units)}
     waiting = [collections.Counter(gated for _, gated in plan.links) for _ in range(jobs)]
-    order = pipelines.release_order(plan)
     ready = [
         [order[n] for n, u in enumerate(plan.units) if not waiting[0][u.keys[0]]]
         for _ in range(jobs)
     ]
     slots = [max_in_flight] * jobs
     queue: list[tuple[int, int, int, int, int]] = []  # key, tie, job, unit, step
-    ends: list[tuple[float, int, int, int, int]] = []  # time, tie, job, unit, step
-    tie, now, free = itertools.count(), 0.0, threads
+    # time, tie, process (None: the job is submitted), job, unit, step
+    events: list[tuple[float, int, int | None, int, int, int]] = []
+    tie = itertools.count()
+    free = [threads // ahead.processes] * ahead.processes
+    held: list[collections.deque[tuple[int, int, int]]] = [
+        collections.deque() for _ in range(ahead.processes)
+    ]
 
     def enqueue(job: int, number: int, step: int) -> None:
         key = -paths[plan.units[number].keys[step]] if by_path else 0
@@ -151,27 +177,61 @@ def flow_schedule(
             for step in [0] if unit.mode == "pipeline" else range(len(unit.keys)):
                 enqueue(job, number, step)
 
+    def run(process: int, task: tuple[int, int, int], now: float) -> None:
+        free[process] -= 1
+        ends = now + 1 + rng.uniform(-ahead.jitter, ahead.jitter)
+        heapq.heappush(events, (ends, next(tie), process, *task))
+
+    def dispatch(now: float) -> None:
+        for process in rng.sample(range(ahead.processes), ahead.processes):
+            while free[process] and held[process]:
+                run(process, held[process].popleft(), now)
+            if free[process] and queue:
+                wanted = min(free[process] + ahead.margin, len(queue))
+                taken = [heapq.heappop(queue)[2:] for _ in range(wanted)]
+                runs = free[process]
+                for task in taken[:runs]:
+                    run(process, task, now)
+                held[process].extend(taken[runs:])
+
     for job in range(jobs):
         heapq.heapify(ready[job])
+        heapq.heappush(events, (rng.uniform(0, ahead.spread), next(tie), None, job, 0, 0))
+    now = 0.0
+    while events:
+        now, _, process, job, number, step = heapq.heappop(events)
+        if process is not None:
+            free[process] += 1
+            unit = plan.units[number]
+            if unit.mode == "pipeline" and step + 1 < len(unit.keys):
+                enqueue(job, number, step + 1)
+            else:
+                slots[job] += 1
+                for gated in gates[unit.keys[step]]:
+                    waiting[job][gated] -= 1
+                    if not waiting[job][gated]:
+                        heapq.heappush(ready[job], order[first[gated]])
         release(job)
-    while queue or ends:
-        while queue and free:
-            _, _, job, number, step = heapq.heappop(queue)
-            free -= 1
-            heapq.heappush(ends, (now + 1, next(tie), job, number, step))
-        now, _, job, number, step = heapq.heappop(ends)
-        free += 1
-        unit = plan.units[number]
-        if unit.mode == "pipeline" and step + 1 < len(unit.keys):
-            enqueue(job, number, step + 1)
-            continue
-        slots[job] += 1
-        for gated in gates[unit.keys[step]]:
-            waiting[job][gated] -= 1
-            if not waiting[job][gated]:
-                heapq.heappush(ready[job], order[first[gated]])
-        release(job)
+        if not events or events[0][0] > now:
+            dispatch(now)
     return now
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchAhead:
+    """How the workers of :func:`flow_schedule` take messages, and how times vary.
+
+    ``processes`` share the threads; a process whose threads free with nothing held
+    takes ``margin`` messages more than it can run, which its next free threads run
+    (``REDIS_FETCH_MARGIN``). Each task lasts 1 ± ``jitter`` latencies; each job is
+    submitted within ``spread`` latencies of the first (drawn from ``seed``).
+    """
+
+    processes: int = 1
+    margin: int = 0
+    jitter: float = 0.0
+    spread: float = 0.0
+    seed: int = 0
 
 
 def libpq(url: str) -> str:
@@ -433,29 +493,7 @@ def submit_and_follow(
             if job.get("strategy", "batches") == "batches"
             else None
         ),
-        "flow_ideal_s": (
-            flow_schedule(
-                sample_plan(job["strategy"], job["batch_size"]),
-                job["max_in_flight"],
-                len(job_ids),
-                k * args.threads,
-            )
-            * latency
-            if job.get("strategy") == "flow"
-            else None
-        ),
-        "path_first_ideal_s": (
-            flow_schedule(
-                sample_plan(job["strategy"], job["batch_size"]),
-                job["max_in_flight"],
-                len(job_ids),
-                k * args.threads,
-                by_path=True,
-            )
-            * latency
-            if job.get("strategy") == "flow"
-            else None
-        ),
+        **flow_replays(job, len(job_ids), k, args.threads, latency),
         "finish_spread_s": max(finished) - min(finished),
         "first_finish_s": min(finished) - started,
         "billed": bill["billed"],
@@ -481,13 +519,45 @@ def sample_plan(strategy: str, batch_size: int) -> Any:
     return pipelines.plan(_sample_nodes(), strategy, batch_size)
 
 
+def flow_replays(
+    job: dict[str, Any], jobs: int, processes: int, threads: int, latency: float
+) -> dict[str, Any]:
+    """Return the run's jobs replayed with :func:`flow_schedule`, in seconds (None unless
+    flow): first come, first served; the longest chain left first; and that with each
+    process fetching ``REDIS_FETCH_MARGIN`` ahead, task times and submits varying
+    (:data:`REPLAY_JITTER`, :data:`REPLAY_SPREAD`; the mean of :data:`REPLAY_SEEDS` seeds).
+    """
+    margin = settings.from_env().REDIS_FETCH_MARGIN
+    if job.get("strategy") != "flow":
+        return {"flow_ideal_s": None, "path_first_ideal_s": None, "fetch_ahead_ideal_s": None}
+    plan = sample_plan(job["strategy"], job["batch_size"])
+
+    def replay(**options: Any) -> float:
+        every_thread = processes * threads
+        return flow_schedule(plan, job["max_in_flight"], jobs, every_thread, **options) * latency
+
+    varying = {"jitter": REPLAY_JITTER, "spread": REPLAY_SPREAD}
+    ahead = [
+        replay(by_path=True, fetch_ahead=FetchAhead(processes, margin, seed=seed, **varying))
+        for seed in range(REPLAY_SEEDS)
+    ]
+    return {
+        "flow_ideal_s": replay(),
+        "path_first_ideal_s": replay(by_path=True),
+        "fetch_ahead_ideal_s": sum(ahead) / len(ahead),
+        "fetch_margin": margin,
+    }
+
+
 def _barrier_note(r: dict[str, Any]) -> str:
     if r.get("flow_ideal_s"):
         ideal = r["flow_ideal_s"]
         return (
             f" ideal under the jobs' dependencies {ideal:.1f} s"
             f" (efficiency {ideal / r['wall_s']:.2f}); the same with the queue ordered by"
-            f" the longest chain left {r['path_first_ideal_s']:.1f} s;"
+            f" the longest chain left {r['path_first_ideal_s']:.1f} s, and with each process"
+            f" fetching {r['fetch_margin']} ahead (tasks ±{REPLAY_JITTER:.0%}, submits within"
+            f" {REPLAY_SPREAD} of a task, {REPLAY_SEEDS} seeds) {r['fetch_ahead_ideal_s']:.1f} s;"
         )
     if r["barrier_ideal_s"] is None:
         return ""
