@@ -107,10 +107,6 @@ def _autocommit(engine: sa.Engine) -> sa.Engine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-#: One statement, whatever the number of deltas: one ``pg_notify`` per payload, in order.
-_NOTIFY = sa.text(f"SELECT pg_notify('{CHANNEL}', p) FROM unnest(CAST(:payloads AS text[])) AS p")
-
-
 def send(deltas: Sequence[TextDelta]) -> None:
     """Tell watchers of these deltas (one statement on PostgreSQL, a signal otherwise).
 
@@ -159,19 +155,19 @@ def send_on(
             connection.execute(along, with_ or {})
         return
     payloads = {"payloads": [delta.payload() for delta in deltas]}
-    if along is None:
-        connection.execute(_NOTIFY, payloads)
-    else:
-        connection.execute(_notify_with(along), {**(with_ or {}), **payloads})
+    connection.execute(_notify(along), {**(with_ or {}), **payloads})
 
 
 @functools.lru_cache(maxsize=4)
-def _notify_with(along: sa.Insert) -> sa.Select[Any]:
-    """Return :data:`_NOTIFY` with ``along`` as a data-modifying CTE, built once per write."""
+def _notify(along: sa.Insert | None) -> sa.Select[Any]:
+    """Return the statement sending the ``payloads`` parameter: one ``pg_notify`` per
+    payload, in order, whatever their number; with ``along`` as a data-modifying CTE.
+    Built once per write."""
     payloads = sa.cast(sa.bindparam("payloads"), postgresql.ARRAY(sa.Text))
     each = sa.func.unnest(payloads).table_valued("p").render_derived(name="each")
     notify = sa.func.pg_notify(sa.literal_column(f"'{CHANNEL}'"), each.c.p)
-    return sa.select(notify).select_from(each).add_cte(along.cte("written"))
+    statement = sa.select(notify).select_from(each)
+    return statement if along is None else statement.add_cte(along.cte("written"))
 
 
 @dataclasses.dataclass
